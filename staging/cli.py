@@ -1,5 +1,128 @@
-"""`vos staging …`: the local staging VM (filled in by the staging foundation work)."""
+"""`vos staging …`: the local staging VM that stands in for the VPS.
+
+Example:
+    vos staging up --deploy       # boot (or reuse) the VM, then run deploys/full.py on it
+    vos staging ssh 'sudo ss -tlnp'
+    vos staging scan --json       # e.g. [443]
+    vos staging destroy
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-staging_app = typer.Typer(help="The local staging VM that stands in for the VPS.", no_args_is_help=True)
+from staging.lab import REPO_ROOT, Lab
+from staging.proc import StagingError
+
+staging_app = typer.Typer(
+    help="The local staging VM that stands in for the VPS (state in .cache/staging/).",
+    no_args_is_help=True,
+)
+
+STATE_DIR_OPTION = typer.Option(
+    None, "--state-dir", help="Where the state lives (default: $VOS_STAGING_DIR or .cache/staging)."
+)
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(1)
+
+
+@staging_app.command()
+def up(
+    deploy: bool = typer.Option(False, "--deploy", help="Then run deploys/full.py with pyinfra."),
+    state_dir: Path = STATE_DIR_OPTION,
+) -> None:
+    """Boot the staging VM with its public network and mesh (reuses a running one)."""
+    lab = Lab(state_dir)
+    try:
+        state = lab.up()
+        typer.echo(f"public address: {state.layout.vm_public}")
+        typer.echo(f"mesh address:   {state.layout.vm_mesh}")
+        typer.echo(f"ssh:            ssh -F {state.ssh_config} staging-public")
+        if deploy:
+            result = lab.run_pyinfra(REPO_ROOT / "deploys" / "full.py")
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            if result.returncode != 0:
+                raise StagingError(f"deploy failed (exit {result.returncode}); see above")
+            state = lab.state
+            state.deployed = True
+            state.save()
+            typer.echo(f"deployed; now reached at {lab.address()}")
+    except StagingError as error:
+        _fail(error)
+
+
+@staging_app.command()
+def down(state_dir: Path = STATE_DIR_OPTION) -> None:
+    """Same as destroy: stop the VM and remove everything staging created."""
+    destroy(state_dir)
+
+
+@staging_app.command()
+def destroy(state_dir: Path = STATE_DIR_OPTION) -> None:
+    """Stop every VM and process, delete the namespace, interfaces, sockets and overlays."""
+    try:
+        Lab(state_dir).destroy()
+    except StagingError as error:
+        _fail(error)
+
+
+@staging_app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    state_dir: Path = STATE_DIR_OPTION,
+) -> None:
+    """Show whether the VM runs, its addresses and whether the mesh is up."""
+    info = Lab(state_dir).status()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            typer.echo(f"{key:22} {value}")
+    if not info["up"]:
+        raise typer.Exit(3)
+
+
+@staging_app.command()
+def ssh(
+    command: Annotated[
+        list[str] | None, typer.Argument(help="Command to run; none opens a shell.")
+    ] = None,
+    state_dir: Path = STATE_DIR_OPTION,
+) -> None:
+    """SSH to the VM as the deploy user (over the mesh once it is up)."""
+    try:
+        argv = Lab(state_dir).ssh_command()
+    except StagingError as error:
+        _fail(error)
+    if command:
+        argv = [*argv, " ".join(command)]
+    else:
+        argv = [*argv[:-1], "-o", "BatchMode=no", "-t", argv[-1]]
+    raise typer.Exit(subprocess.call(argv))
+
+
+@staging_app.command()
+def scan(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, e.g. [443]."),
+    ports: str = typer.Option("1-65535", help="nmap port range."),
+    state_dir: Path = STATE_DIR_OPTION,
+) -> None:
+    """Scan the VM's public address from inside the public namespace; print open TCP ports."""
+    try:
+        found = Lab(state_dir).scan(ports=ports)
+    except StagingError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(found))
+    else:
+        typer.echo("open TCP ports: " + (", ".join(map(str, found)) or "none"))

@@ -1,0 +1,402 @@
+"""One staging environment: image + public network + mesh + VM, driven from a state dir.
+
+This is what `vos staging …` and the test fixtures call. Everything it creates is recorded
+in ``<state dir>/state.json`` before it is used, so `destroy` can always undo it, also after
+a crash half-way through `up`.
+
+Example:
+    >>> lab = Lab(Path(".cache/staging"))
+    >>> lab.up()                       # boots (or reuses) the VM, prints its addresses
+    >>> lab.ssh("uname -r").stdout
+    >>> lab.scan()                     # [22] before hardening, [443] after
+    >>> lab.destroy()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from staging import mesh, networks, scanner
+from staging.image import DEPLOY_USER, BaseImage, ensure_base_image
+from staging.proc import StagingError, progress, run
+from staging.state import (
+    REPO_ROOT,
+    STATE_FILE,
+    SlotLayout,
+    StagingState,
+    VmRecord,
+    default_state_dir,
+    load_state,
+)
+from staging.vm import (
+    boot_vm,
+    kill_vm,
+    monitor_command,
+    tcp_open,
+    wait_for_exit,
+    wait_for_ssh,
+)
+
+PRIMARY = "primary"
+INVENTORY = REPO_ROOT / "inventory" / "staging.py"
+MESH_FRESH_SECONDS = 180  # WireGuard rekeys every 2 min; a handshake this recent means "up"
+
+
+def ensure_ssh_key(state_dir: Path) -> tuple[Path, str]:
+    """The operator key: ``$VOS_STAGING_SSH_KEY`` if set, else an ed25519 key per state dir."""
+    configured = os.environ.get("VOS_STAGING_SSH_KEY")
+    private = Path(configured) if configured else state_dir / "id_ed25519"
+    if not private.exists():
+        if configured:
+            raise StagingError(f"VOS_STAGING_SSH_KEY={configured} does not exist")
+        progress(f"ssh: generating the operator key {private}")
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vos-staging-operator",
+             "-f", str(private)])
+    public = Path(f"{private}.pub")
+    if not public.exists():
+        raise StagingError(f"{public} is missing; the operator key needs its .pub beside it")
+    return private, public.read_text().strip()
+
+
+class Lab:
+    """The staging environment kept in one state dir (default ``.cache/staging``)."""
+
+    def __init__(self, state_dir: Path | None = None):
+        self.state_dir = (state_dir or default_state_dir()).resolve()
+
+    # ----------------------------------------------------------------- state
+    @property
+    def state(self) -> StagingState:
+        state = load_state(self.state_dir)
+        if state is None:
+            raise StagingError(
+                f"no staging environment in {self.state_dir}; run `vos staging up` first"
+            )
+        return state
+
+    def exists(self) -> bool:
+        return (self.state_dir / STATE_FILE).exists()
+
+    # ----------------------------------------------------------------- up
+    def up(self, boot_timeout: float | None = None) -> StagingState:
+        """Boot the staging VM and its networks, or reuse them when they already run.
+
+        Idempotent: a running VM is kept; a stopped one (host reboot, crash) is destroyed and
+        recreated, since its networks are gone too.
+        """
+        if self.exists():
+            state = self.state
+            record = state.vms.get(state.active_vm or "")
+            if record and mesh.pid_alive(record.pid) and self._networks_present(state):
+                progress(f"up: reusing the running VM in {self.state_dir}")
+                return state
+            progress("up: previous environment is incomplete; destroying it first")
+            self.destroy()
+        return self._create(boot_timeout)
+
+    def _networks_present(self, state: StagingState) -> bool:
+        return state.layout.netns in networks.existing_netns()
+
+    def _create(self, boot_timeout: float | None) -> StagingState:
+        started = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        image = ensure_base_image()
+        private_key, _ = ensure_ssh_key(self.state_dir)
+        layout = networks.claim_slot()
+        op_key, op_pub = mesh.generate_keypair(self.state_dir, "mesh-operator")
+        vm_key, vm_pub = mesh.generate_keypair(self.state_dir, "mesh-vm")
+        state = StagingState(
+            state_dir=str(self.state_dir),
+            slot=layout.slot,
+            image_dir=str(image.directory),
+            ssh_private_key=str(private_key),
+            ssh_public_key=f"{private_key}.pub",
+            known_hosts=str(self.state_dir / "known_hosts"),
+            ssh_config=str(self.state_dir / "ssh_config"),
+            deploy_user=DEPLOY_USER,
+            mesh_operator_private_key=str(op_key),
+            mesh_operator_public_key=op_pub,
+            mesh_vm_private_key=str(vm_key),
+            mesh_vm_public_key=vm_pub,
+        )
+        state.save()  # from here on, destroy knows the slot
+        try:
+            networks.create_public_network(layout)
+            state.mesh_pid = mesh.start_operator_side(
+                layout, op_key, vm_pub, self.state_dir / "wireguard-go.log"
+            )
+            state.save()
+            self._write_ssh_files(state, image)
+            self.boot(PRIMARY, backing=image.disk, timeout=boot_timeout)
+        except BaseException:
+            progress("up: failed; cleaning up what was created (the console log is kept)")
+            self.destroy(keep_logs=True)
+            raise
+        progress(f"up: ready in {time.monotonic() - started:.0f} s")
+        return self.state
+
+    def _write_ssh_files(self, state: StagingState, image: BaseImage) -> None:
+        """Pinned known_hosts (the image's host keys) and an ssh_config with two aliases."""
+        layout = state.layout
+        lines = [
+            f"{address} {key}"
+            for address in (layout.vm_public, layout.vm_mesh)
+            for key in image.host_keys
+        ]
+        Path(state.known_hosts).write_text("\n".join(lines) + "\n")
+        Path(state.ssh_config).write_text(
+            f"""# Written by `vos staging up`; use: ssh -F {state.ssh_config} staging-mesh
+Host staging-public
+    HostName {layout.vm_public}
+Host staging-mesh
+    HostName {layout.vm_mesh}
+Host staging-*
+    User {state.deploy_user}
+    IdentityFile {state.ssh_private_key}
+    IdentitiesOnly yes
+    UserKnownHostsFile {state.known_hosts}
+    StrictHostKeyChecking yes
+    BatchMode yes
+    ConnectTimeout 10
+    ServerAliveInterval 15
+    LogLevel ERROR
+"""
+        )
+
+    # ----------------------------------------------------------------- VMs
+    def boot(
+        self,
+        name: str,
+        backing: Path,
+        timeout: float | None = None,
+        authorized_key: str | None | bool = True,
+        new_overlay: bool = True,
+    ) -> VmRecord:
+        """Boot VM `name` on an overlay of `backing`, make it active and wait for SSH.
+
+        `authorized_key=None` boots without the operator key (to prove the failure mode).
+        """
+        state = self.state
+        layout = state.layout
+        image = Path(state.image_dir)
+        key = Path(state.ssh_public_key).read_text().strip() if authorized_key is True else (
+            authorized_key or None
+        )
+        if name in state.vms:
+            self.remove_vm(name, keep_overlay=not new_overlay)
+            state = self.state
+        tap = networks.create_tap(layout, self._free_tap_index(state))
+        record = VmRecord(
+            name=name, pid=0, tap=tap, overlay="", backing=str(backing), console_log="",
+            monitor_socket="",
+        )
+        state.vms[name] = record  # recorded before QEMU starts: destroy removes the tap
+        state.save()
+        record = boot_vm(
+            name=name, layout=layout, tap=tap, directory=self.state_dir, backing=backing,
+            kernel=image / "vmlinuz", initrd=image / "initrd.img", authorized_key=key,
+            new_overlay=new_overlay,
+        )
+        state.vms[name] = record
+        state.active_vm = name
+        state.save()
+        networks.move_tap_to_public(layout, tap)
+        waited = wait_for_ssh(record, self._ssh_target, **({"timeout": timeout} if timeout else {}))
+        progress(f"vm: {name} answers SSH after {waited:.0f} s")
+        return record
+
+    def _free_tap_index(self, state: StagingState) -> int:
+        used = {vm.tap for vm in state.vms.values() if vm.pid}
+        index = 0
+        while state.layout.tap(index) in used:
+            index += 1
+        return index
+
+    def shutdown(self, name: str, timeout: float = 120) -> None:
+        """Clean power-off over SSH (disk consistent), then wait for QEMU to exit."""
+        state = self.state
+        record = state.vms[name]
+        progress(f"vm: shutting down {name} cleanly")
+        self.ssh("sudo systemctl poweroff", check=False, timeout=30)
+        if not wait_for_exit(record.pid, timeout):
+            raise StagingError(f"{name} did not power off within {timeout:.0f} s")
+        self._forget_vm(state, name, keep_overlay=True)
+
+    def remove_vm(self, name: str, keep_overlay: bool = False) -> None:
+        """Power-cut a VM and delete its tap and (unless kept) its overlay."""
+        state = self.state
+        record = state.vms.get(name)
+        if record is None:
+            return
+        if record.pid:
+            kill_vm(record)
+        self._forget_vm(state, name, keep_overlay=keep_overlay)
+
+    def _forget_vm(self, state: StagingState, name: str, keep_overlay: bool) -> None:
+        record = state.vms.pop(name)
+        networks.delete_tap(state.layout, record.tap)
+        for path in (record.monitor_socket, f"{self.state_dir}/{name}.pid"):
+            if path:
+                Path(path).unlink(missing_ok=True)
+        if not keep_overlay and record.overlay:
+            Path(record.overlay).unlink(missing_ok=True)
+        if state.active_vm == name:
+            state.active_vm = None
+        state.save()
+
+    def pause(self, name: str) -> None:
+        """Freeze a VM's CPUs (QEMU `stop`) so another VM can take its addresses."""
+        state = self.state
+        monitor_command(state.vms[name], "stop")
+        state.vms[name].paused = True
+        state.save()
+
+    def resume(self, name: str) -> None:
+        """Unfreeze a paused VM, make it active again and wait until it answers SSH."""
+        state = self.state
+        record = state.vms[name]
+        monitor_command(record, "cont")
+        record.paused = False
+        state.active_vm = name
+        state.save()
+        wait_for_ssh(record, self._ssh_target, timeout=120)
+
+    # ----------------------------------------------------------------- access
+    def mesh_up(self) -> bool:
+        """True when the mesh has a recent handshake and the VM's sshd answers on it."""
+        state = self.state
+        handshake = mesh.latest_handshake(state.layout)
+        if not handshake or time.time() - handshake > MESH_FRESH_SECONDS:
+            return False
+        return tcp_open(state.layout.vm_mesh, 22, timeout=3)
+
+    def _ssh_target(self) -> tuple[list[str], str]:
+        """(ssh argv, address) re-evaluated on every wait: the mesh may come up meanwhile."""
+        address = self.address()
+        return self.ssh_command(address=address), address
+
+    def address(self) -> str:
+        """The address to reach the VM at: the mesh once it is up, else the public one."""
+        layout = self.state.layout
+        return layout.vm_mesh if self.mesh_up() else layout.vm_public
+
+    def ssh_command(self, address: str | None = None) -> list[str]:
+        """`ssh` argv (pinned host keys, operator key) for the active VM."""
+        state = self.state
+        alias = "staging-mesh" if (address or self.address()) == state.layout.vm_mesh else (
+            "staging-public"
+        )
+        return ["ssh", "-F", state.ssh_config, alias]
+
+    def ssh(
+        self, command: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `command` as the deploy user on the active VM (use `sudo` inside for root)."""
+        result = subprocess.run(
+            [*self.ssh_command(), command], capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise StagingError(
+                f"`{command}` on the staging VM exited {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-1500:]}"
+            )
+        return result
+
+    def scan(self, ports: str = "1-65535") -> list[int]:
+        """Open TCP ports on the VM's public address, seen from inside the public netns."""
+        layout = self.state.layout
+        return scanner.scan(layout.netns, layout.vm_public, ports=ports)
+
+    def run_pyinfra(
+        self, deploy: str | Path, extra: list[str] | None = None, timeout: float = 1800
+    ) -> subprocess.CompletedProcess[str]:
+        """`pyinfra -y inventory/staging.py <deploy>` against this state dir; output streamed
+        to ``<state dir>/pyinfra.log`` and returned."""
+        pyinfra = Path(sys.executable).with_name("pyinfra")
+        command = [str(pyinfra), "-y", str(INVENTORY), str(deploy), *(extra or [])]
+        progress(f"deploy: {' '.join(command)}")
+        env = {**os.environ, "VOS_STAGING_DIR": str(self.state_dir)}
+        started = time.monotonic()
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT
+        )
+        with open(self.state_dir / "pyinfra.log", "a") as log:
+            log.write(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}\n")
+        progress(f"deploy: exit {result.returncode} after {time.monotonic() - started:.0f} s")
+        return result
+
+    def status(self) -> dict:
+        """A summary for `vos staging status` (JSON-friendly)."""
+        if not self.exists():
+            return {"state_dir": str(self.state_dir), "up": False}
+        state = self.state
+        layout = state.layout
+        record = state.vms.get(state.active_vm or "")
+        running = bool(record and mesh.pid_alive(record.pid))
+        return {
+            "state_dir": str(self.state_dir),
+            "up": running,
+            "slot": state.slot,
+            "public_address": layout.vm_public,
+            "mesh_address": layout.vm_mesh,
+            "operator_mesh_address": layout.operator_mesh,
+            "mesh_up": running and self.mesh_up(),
+            "active_vm": state.active_vm,
+            "vms": {name: {"pid": vm.pid, "paused": vm.paused, "backing": vm.backing}
+                    for name, vm in state.vms.items()},
+            "deployed": state.deployed,
+            "ssh_config": state.ssh_config,
+            "console_log": record.console_log if record else None,
+        }
+
+    # ----------------------------------------------------------------- destroy
+    def destroy(self, keep_logs: bool = False) -> None:
+        """Stop every process and delete every netns, interface, socket and overlay made here.
+
+        Safe to call twice and after a half-finished `up`.
+        """
+        state = load_state(self.state_dir)
+        if state is None:
+            progress(f"destroy: nothing to destroy in {self.state_dir}")
+            return
+        layout = state.layout
+        for name in list(state.vms):
+            record = state.vms[name]
+            if record.pid:
+                kill_vm(record)
+            networks.delete_tap(layout, record.tap)
+            if record.overlay:
+                Path(record.overlay).unlink(missing_ok=True)
+        mesh.stop_operator_side(layout, state.mesh_pid)
+        networks.destroy_public_network(layout)
+        for pattern in ("*.qcow2", "*.monitor.sock", "*.pid", "mesh-*.wgkey", "*.tmp"):
+            for path in self.state_dir.glob(pattern):
+                path.unlink(missing_ok=True)
+        if not keep_logs:
+            for pattern in ("*.console.log", "wireguard-go.log"):
+                for path in self.state_dir.glob(pattern):
+                    path.unlink(missing_ok=True)
+        for name in ("known_hosts", "ssh_config", STATE_FILE):
+            (self.state_dir / name).unlink(missing_ok=True)
+        progress(f"destroy: slot {layout.slot} removed")
+
+    def leftovers(self, layout: SlotLayout, pids: list[int]) -> list[str]:
+        """What destroy should have removed but did not (empty list when clean)."""
+        found = [f"process {pid}" for pid in pids if mesh.pid_alive(pid)]
+        if layout.netns in networks.existing_netns():
+            found.append(f"netns {layout.netns}")
+        found += [f"interface {name}" for name in networks.slot_interfaces(layout)]
+        if mesh.socket_path(layout).exists():
+            found.append(f"socket {mesh.socket_path(layout)}")
+        found += [f"overlay {p}" for p in self.state_dir.glob("*.qcow2")]
+        return found
+
+
+def remove_state_dir(state_dir: Path) -> None:
+    """Delete a state dir entirely (the test fixtures' own temporary ones)."""
+    shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,7 +1,140 @@
-"""`vos db|api|door|dev …`: the Agent VOS app's commands."""
+"""`vos db|api|door|tenant …`: the Agent VOS app's commands (thin; the work is in app/).
+
+Example:
+    DATABASE_URL=postgresql://owner@db/vos VOS_APP_PASSWORD=… \\
+        vos db migrate --app-password-env VOS_APP_PASSWORD
+    vos tenant create acme --name "Acme Ltd"
+    vos door bind edge --tenant acme
+    DATABASE_URL=postgresql://vos_app:…@db/vos vos api serve --host 100.64.0.1 --port 8080
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+
+db_app = typer.Typer(help="The app's Postgres schema.", no_args_is_help=True)
+api_app = typer.Typer(help="The private dispatch API (bind it to the mesh).", no_args_is_help=True)
+door_app = typer.Typer(help="The public callback door.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants (owner operations).", no_args_is_help=True)
+
+Host = Annotated[str, typer.Option(help="address to listen on")]
+Port = Annotated[int, typer.Option(help="TCP port to listen on", min=1, max=65535)]
+
+
+def _settings():
+    """Load settings, or exit with what is wrong and how to fix it."""
+    from app.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        typer.echo(f"error: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _owner_dsn_or_exit():
+    """The owner DSN (DATABASE_URL) for owner operations; they never use the embedded server
+    implicitly, so nothing lands in a throwaway database by mistake."""
+    settings = _settings()
+    if settings.database_url is None:
+        typer.echo("error: DATABASE_URL is not set; point it at the schema owner role", err=True)
+        raise typer.Exit(2)
+    return settings.database_url.get_secret_value()
+
+
+@db_app.command("migrate")
+def db_migrate(
+    app_password_env: Annotated[str | None, typer.Option(
+        help="name of an environment variable holding the vos_app password to set "
+             "(hashed with SCRAM before it leaves this process)")] = None,
+    clear_failed: Annotated[bool, typer.Option(
+        help="forget a recorded failed migration after fixing it")] = False,
+) -> None:
+    """Apply pending SQL migrations as the owner (DATABASE_URL), in one transaction."""
+    from app.db import MigrationError, migrate
+
+    password = None
+    if app_password_env:
+        password = os.environ.get(app_password_env)
+        if not password:
+            typer.echo(f"error: environment variable {app_password_env} is empty or unset",
+                       err=True)
+            raise typer.Exit(2)
+    try:
+        migrate(_owner_dsn_or_exit(), app_password=password, clear_failed=clear_failed)
+    except MigrationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@api_app.command("serve")
+def api_serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
+    """Serve the dispatch API (DATABASE_URL as vos_app; embedded Postgres if unset, locally)."""
+    from app.main import serve_api
+
+    serve_api(_settings(), host, port)
+
+
+@door_app.command("serve")
+def door_serve(host: Host = "0.0.0.0", port: Port = 8443) -> None:
+    """Serve the door: POST /callbacks/{source} only, secrets from VOS_DOOR_SECRETS."""
+    from app.main import serve_door
+
+    serve_door(_settings(), host, port)
+
+
+@door_app.command("bind")
+def door_bind(
+    source: Annotated[str, typer.Argument(help="source name, as in VOS_DOOR_SECRETS")],
+    tenant: Annotated[str, typer.Option(help="slug of the tenant this source feeds")],
+) -> None:
+    """Route a door source's callbacks to a tenant (owner operation, DATABASE_URL)."""
+    import psycopg
+
+    with psycopg.connect(_owner_dsn_or_exit()) as conn:
+        row = conn.execute(
+            """INSERT INTO door_sources (source, tenant_id)
+               SELECT %s, id FROM tenants WHERE slug = %s
+               ON CONFLICT (source) DO UPDATE SET tenant_id = EXCLUDED.tenant_id
+               RETURNING tenant_id""",
+            [source, tenant],
+        ).fetchone()
+    if row is None:
+        typer.echo(f"error: no tenant with slug {tenant!r}; create it with "
+                   "`vos tenant create`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"door source {source} -> tenant {tenant} ({row[0]})")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    slug: Annotated[str, typer.Argument(help="lowercase letters, digits and dashes")],
+    name: Annotated[str | None, typer.Option(help="display name (default: the slug)")] = None,
+) -> None:
+    """Create a tenant (owner operation, DATABASE_URL); prints its id."""
+    import psycopg
+
+    try:
+        with psycopg.connect(_owner_dsn_or_exit()) as conn:
+            (tenant_id,) = conn.execute(
+                "INSERT INTO tenants (slug, name) VALUES (%s, %s) RETURNING id",
+                [slug, name or slug],
+            ).fetchone()
+    except psycopg.IntegrityError as exc:
+        typer.echo(f"error: {exc.diag.message_primary}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(tenant_id))
 
 
 def register(cli: typer.Typer) -> None:
     """Attach the app's command groups to the top-level `vos` CLI."""
+    cli.add_typer(db_app, name="db")
+    cli.add_typer(api_app, name="api")
+    cli.add_typer(door_app, name="door")
+    cli.add_typer(tenant_app, name="tenant")

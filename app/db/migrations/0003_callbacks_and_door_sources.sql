@@ -20,7 +20,9 @@ CREATE TABLE callbacks (
   received_at timestamptz NOT NULL DEFAULT now(),
   payload     jsonb NOT NULL,
   task_id     uuid,
+  -- Deferred: the door inserts the callback first (the dedupe point), then the task it names.
   FOREIGN KEY (tenant_id, task_id) REFERENCES tasks (tenant_id, id) ON DELETE SET NULL (task_id)
+    DEFERRABLE INITIALLY DEFERRED
 );
 
 ALTER TABLE callbacks ENABLE ROW LEVEL SECURITY;

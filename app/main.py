@@ -1,0 +1,128 @@
+"""Where the Agent VOS starts: settings → Postgres → the API or the door.
+
+`vos api serve` and `vos door serve` call `serve_api` / `serve_door`; tests build the apps
+with `app.dispatch.api.create_api_app` and `app.door.app.create_door_app` around their own
+pools. Two hops from here: dispatch/ (API, worker, status machine), door/ (the public app),
+db/ (pool, tenant transactions, migrations).
+
+Database resolution (`database`):
+- DATABASE_URL set: used as is; it must name the confined `vos_app` role (checked at start).
+- absent and VOS_ENV=local: an embedded Postgres is started in VOS_EMBEDDED_PG_DIR, migrated,
+  and the app connects to it as `vos_app`; the CLI says so. Stopped again on exit.
+- absent and VOS_ENV=production: refused by the settings model.
+
+Example:
+    serve_api(Settings(), host="100.64.0.1", port=8080)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import uvicorn
+from fastapi import FastAPI
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from app import jsonlog
+from app.db import APP_ROLE, assert_app_role_is_confined, migrate, open_pool
+from app.db.embedded import EmbeddedPostgres
+from app.settings import Settings
+
+log = logging.getLogger("vos.main")
+
+
+def _local_app_password(directory: Path) -> str:
+    """The embedded cluster's `vos_app` password, kept beside it (local use only)."""
+    path = directory / "vos_app.password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@contextlib.contextmanager
+def database(settings: Settings, say: Callable[[str], None] = print) -> Iterator[str]:
+    """Yield the DSN the app should use, starting an embedded Postgres in local use."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    root = settings.embedded_pg_dir
+    say(f"DATABASE_URL is not set: starting the embedded Postgres in {root} (local use only)")
+    server = EmbeddedPostgres(root)
+    owner = server.start()
+    try:
+        password = _local_app_password(root)
+        migrate(owner, app_password=password, log=say)
+        yield make_conninfo(owner, user=APP_ROLE, password=password)
+    finally:
+        say("stopping the embedded Postgres")
+        server.stop()
+
+
+def check_role_at_start(pool: ConnectionPool) -> None:
+    """Refuse to serve as an unconfined role; if Postgres is down, say so and start anyway
+    (readiness answers 503 until it is back)."""
+    try:
+        role = assert_app_role_is_confined(pool)
+    except psycopg.OperationalError as exc:
+        jsonlog.emit(
+            log, "db_unavailable_at_start", level=logging.ERROR, error=type(exc).__name__
+        )
+        return
+    jsonlog.emit(log, "db_connected", role=role)
+
+
+def _with_pool_lifespan(app: FastAPI, pool: ConnectionPool) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        pool.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host: str,
+           port: int, name: str) -> None:
+    jsonlog.configure()
+    with database(settings) as dsn:
+        pool = open_pool(
+            dsn, max_size=settings.db_pool_max_size, timeout=settings.db_timeout_seconds,
+            name=name,
+        )
+        check_role_at_start(pool)
+        app = _with_pool_lifespan(build(pool), pool)
+        jsonlog.emit(log, "listening", app=name, host=host, port=port)
+        uvicorn.run(app, host=host, port=port, server_header=False, log_config=None)
+
+
+def serve_api(settings: Settings, host: str, port: int) -> None:
+    """Run the private dispatch API until interrupted."""
+    from app.dispatch.api import create_api_app
+
+    _serve(create_api_app, settings, host, port, "vos-api")
+
+
+def serve_door(settings: Settings, host: str, port: int) -> None:
+    """Run the door until interrupted."""
+    from app.door.app import create_door_app
+
+    if not settings.door_secrets:
+        raise SystemExit(
+            "VOS_DOOR_SECRETS is empty: the door would refuse every callback. Set it to a JSON "
+            'object like {"edge": "whsec_…"} (secrets from the sending side).'
+        )
+
+    def build(pool: ConnectionPool) -> FastAPI:
+        return create_door_app(
+            pool, settings.door_keys(), max_body=settings.door_max_body_bytes,
+            tolerance=settings.door_tolerance_seconds,
+        )
+
+    _serve(build, settings, host, port, "vos-door")

@@ -15,6 +15,11 @@ Public API (other modules build on these names):
 - `migrate(owner_dsn, *, app_password=None, clear_failed=False) -> list[str]`
     Applies `app/db/migrations/NNNN_*.sql` in order (see `app.db.migrate`).
 
+- `rls_gaps(conn) -> list[str]`
+    Tenant tables (any table with a `tenant_id` column) lacking ENABLE + FORCE RLS or a
+    policy. `migrate` refuses to commit while there are any; opt out only with a table
+    comment `rls-exempt: <reason>`.
+
 - `assert_app_role_is_confined(pool)`
     Refuses a connection role that is a superuser, has BYPASSRLS or owns a table: the app
     must connect as `vos_app`, or row-level security would not apply to it.
@@ -40,7 +45,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from app.db.migrate import APP_ROLE, MigrationError, migrate
+from app.db.migrate import APP_ROLE, MigrationError, migrate, rls_gaps
 
 __all__ = [
     "APP_ROLE",
@@ -49,6 +54,7 @@ __all__ = [
     "assert_app_role_is_confined",
     "migrate",
     "open_pool",
+    "rls_gaps",
     "tenant_transaction",
 ]
 

@@ -134,6 +134,42 @@ def _record_failure(owner_dsn: str, migration: Migration, error: str) -> None:
         )
 
 
+_RLS_AUDIT = """
+SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies,
+       coalesce(obj_description(c.oid, 'pg_class'), '') AS comment
+  FROM pg_class c
+ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+   AND (c.relname = 'tenants' OR EXISTS (
+        SELECT 1 FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))
+ ORDER BY c.relname
+"""
+
+
+def rls_gaps(conn: psycopg.Connection) -> list[str]:
+    """Tenant tables (those with a `tenant_id` column) that RLS does not fully guard.
+
+    A table may opt out with a comment starting `rls-exempt:` and the reason, e.g.
+    `COMMENT ON TABLE door_sources IS 'rls-exempt: routing only, read before the tenant is
+    known'`.
+
+    Example:
+        rls_gaps(conn)   # [] when every tenant table has RLS enabled, forced, with a policy
+    """
+    gaps = []
+    for name, enabled, forced, policies, comment in conn.execute(_RLS_AUDIT).fetchall():
+        if comment.startswith("rls-exempt:"):
+            continue
+        if not enabled:
+            gaps.append(f"{name}: row-level security is not enabled")
+        elif not forced:
+            gaps.append(f"{name}: row-level security is enabled but not FORCED")
+        if not policies:
+            gaps.append(f"{name}: has no row-level security policy (it would show no rows)")
+    return gaps
+
+
 def set_app_password(conn: psycopg.Connection, password: str) -> None:
     """Set the `vos_app` login password, hashed with SCRAM on this side of the wire.
 
@@ -199,6 +235,13 @@ def _migrate_locked(
                 )
                 done.append(current.name)
             current = None
+            gaps = rls_gaps(conn)
+            if gaps:
+                raise MigrationError(
+                    "refusing to commit: tenant tables without full row-level security: "
+                    + "; ".join(gaps) + ". Add `ENABLE` + `FORCE ROW LEVEL SECURITY` and a "
+                    "tenant_isolation policy in the migration (nothing was applied)."
+                )
             if app_password is not None:
                 set_app_password(conn, app_password)
                 log(f"[db migrate] set the {APP_ROLE} password")

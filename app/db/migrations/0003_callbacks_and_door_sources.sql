@@ -9,6 +9,8 @@ CREATE TABLE door_sources (
   tenant_id  uuid NOT NULL REFERENCES tenants (id),
   created_at timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE door_sources IS
+  'rls-exempt: routing only (source -> tenant id), read by the door before the tenant is known';
 GRANT SELECT ON door_sources TO vos_app;
 
 CREATE TABLE callbacks (

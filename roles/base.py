@@ -1,0 +1,142 @@
+"""Base role: packages, unattended security upgrades, time sync, journald limits, root locked.
+
+Facts in, operations out. A full `apt upgrade` is a parameter (on in production, off in the
+staging tier where it costs minutes under TCG); unattended-upgrades keeps security fixes
+flowing either way.
+
+Example (inside deploys/full.py):
+    base.packages(upgrade=settings.apt_upgrade)
+    base.unattended_upgrades()
+    base.time_sync()
+    base.journald()
+    base.lock_root()
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Users
+from pyinfra.operations import apt, files, server, systemd
+
+from roles._paths import template
+
+# Required packages only: each one is used by a later step or a check.
+BASE_PACKAGES = [
+    "unattended-upgrades",  # §11
+    "systemd-timesyncd",  # time sync
+    "ufw",  # firewall role
+    "fail2ban",  # fail2ban role
+    "python3-systemd",  # fail2ban's systemd backend
+    "iproute2",  # `ss` for the checks, `ip` for the mesh wait
+    "sudo",
+    "procps",  # `sysctl`
+]
+APT_CACHE_SECONDS = 3600
+
+
+@deploy("Base: packages")
+def packages(upgrade: bool = True, extra: list[str] | None = None):
+    """apt update (cached an hour, so a re-run is a no-op), optional upgrade, base packages.
+
+    Example:
+        packages(upgrade=False)  # staging: skip the full upgrade, say so in the output
+    """
+    apt.update(name="apt update (cached 1 h)", cache_time=APT_CACHE_SECONDS, _sudo=True)
+    if upgrade:
+        apt.upgrade(name="apt upgrade (only when something is upgradable)", _sudo=True)
+    else:
+        host.noop("apt upgrade skipped (apt_upgrade=False); unattended-upgrades still runs")
+    apt.packages(
+        name="Install the base packages",
+        packages=BASE_PACKAGES + list(extra or []),
+        no_recommends=True,
+        _sudo=True,
+        _env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+@deploy("Base: unattended security upgrades")
+def unattended_upgrades():
+    """Enable the daily apt timers and unattended-upgrades (Debian/Ubuntu default origins =
+    security pocket).
+
+    Example:
+        unattended_upgrades()
+    """
+    files.template(
+        name="Enable unattended upgrades (20auto-upgrades)",
+        src=template("base/20auto-upgrades.j2"),
+        dest="/etc/apt/apt.conf.d/20auto-upgrades",
+        user="root",
+        group="root",
+        mode=644,
+        _sudo=True,
+    )
+    systemd.service(
+        name="unattended-upgrades running and enabled",
+        service="unattended-upgrades.service",
+        running=True,
+        enabled=True,
+        _sudo=True,
+    )
+
+
+@deploy("Base: time sync")
+def time_sync():
+    """systemd-timesyncd running (TLS, TOTP-free logs and fail2ban windows need sane clocks).
+
+    Example:
+        time_sync()
+    """
+    systemd.service(
+        name="systemd-timesyncd running and enabled",
+        service="systemd-timesyncd.service",
+        running=True,
+        enabled=True,
+        _sudo=True,
+    )
+
+
+@deploy("Base: journald limits")
+def journald(system_max_use: str = "500M", system_max_file_size: str = "50M",
+             max_retention: str = "1month"):
+    """Bound the journal; restart journald only when the drop-in changed.
+
+    Example:
+        journald(system_max_use="1G")
+    """
+    dropin = files.template(
+        name="journald size limits",
+        src=template("base/journald-vos.conf.j2"),
+        dest="/etc/systemd/journald.conf.d/60-vos.conf",
+        user="root",
+        group="root",
+        mode=644,
+        system_max_use=system_max_use,
+        system_max_file_size=system_max_file_size,
+        max_retention=max_retention,
+        _sudo=True,
+    )
+    systemd.service(
+        name="Restart journald (limits changed)",
+        service="systemd-journald.service",
+        restarted=True,
+        _if=dropin.did_change,
+        _sudo=True,
+    )
+
+
+@deploy("Base: root locked")
+def lock_root():
+    """Lock root's password (`passwd -l`): no password login for root, key-less console only.
+
+    Example:
+        lock_root()
+    """
+    root = (host.get_fact(Users, _sudo=True) or {}).get("root", {})
+    password = root.get("password") or ""
+    if password.startswith("!"):
+        host.noop("root password is already locked")
+        return
+    server.shell(name="Lock root's password", commands=["passwd -l root"], _sudo=True)

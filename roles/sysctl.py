@@ -1,0 +1,64 @@
+"""Sysctl role: the kernel settings of INVARIANTS.md §10, persisted in one drop-in.
+
+Example (inside deploys/full.py):
+    sysctl.harden()
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from roles._paths import template
+
+# INVARIANTS.md §10, dev-sec list. ip_forward stays on: Docker needs it.
+HARDENED_SYSCTLS: dict[str, int] = {
+    "fs.protected_hardlinks": 1,
+    "fs.protected_symlinks": 1,
+    "fs.protected_fifos": 1,
+    "fs.protected_regular": 2,
+    "fs.suid_dumpable": 0,
+    "kernel.kptr_restrict": 2,
+    "kernel.randomize_va_space": 2,
+    "kernel.sysrq": 0,
+    "kernel.yama.ptrace_scope": 1,
+    "kernel.unprivileged_bpf_disabled": 1,
+    "net.ipv4.conf.all.rp_filter": 1,
+    "net.ipv4.conf.default.rp_filter": 1,
+    "net.ipv4.tcp_syncookies": 1,
+    "net.ipv4.conf.all.accept_redirects": 0,
+    "net.ipv4.conf.default.accept_redirects": 0,
+    "net.ipv4.conf.all.send_redirects": 0,
+    "net.ipv4.conf.default.send_redirects": 0,
+    "net.ipv4.conf.all.accept_source_route": 0,
+    "net.ipv4.conf.all.log_martians": 1,
+    "net.ipv4.icmp_echo_ignore_broadcasts": 1,
+    "net.ipv6.conf.all.accept_redirects": 0,
+    "net.ipv6.conf.default.accept_redirects": 0,
+    "net.ipv6.conf.all.accept_ra": 0,
+    "net.ipv6.conf.default.accept_ra": 0,
+    "net.ipv4.ip_forward": 1,
+}
+
+
+@deploy("Sysctl")
+def harden(overrides: dict[str, int] | None = None):
+    """Persist the settings in /etc/sysctl.d and apply each one live (facts compare values,
+    so a converged host yields no command).
+
+    Example:
+        harden(overrides={"kernel.yama.ptrace_scope": 2})
+    """
+    settings = {**HARDENED_SYSCTLS, **(overrides or {})}
+    files.template(
+        name="Persist kernel settings (/etc/sysctl.d/99-vos-hardening.conf)",
+        src=template("sysctl/99-vos-hardening.conf.j2"),
+        dest="/etc/sysctl.d/99-vos-hardening.conf",
+        user="root",
+        group="root",
+        mode=644,
+        settings=settings,
+        _sudo=True,
+    )
+    for key, value in settings.items():
+        server.sysctl(name=f"sysctl {key}={value}", key=key, value=value, _sudo=True)

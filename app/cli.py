@@ -57,6 +57,8 @@ def db_migrate(
         help="forget a recorded failed migration after fixing it")] = False,
 ) -> None:
     """Apply pending SQL migrations as the owner (DATABASE_URL), in one transaction."""
+    import psycopg
+
     from app.db import MigrationError, migrate
 
     password = None
@@ -70,6 +72,11 @@ def db_migrate(
         migrate(_owner_dsn_or_exit(), app_password=password, clear_failed=clear_failed)
     except MigrationError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        typer.echo(f"error: cannot reach Postgres ({first}); check DATABASE_URL and that the "
+                   "server is up", err=True)
         raise typer.Exit(1) from None
 
 

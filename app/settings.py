@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         default=3.0, gt=0, le=60, description="how long a request waits for Postgres before 503"
     )
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        """`DATABASE_URL=` (empty, as env files often leave it) means unset."""
+        return None if value == "" else value
+
     @field_validator("door_secrets", mode="before")
     @classmethod
     def _one_or_many_secrets(cls, value: object) -> object:

@@ -36,7 +36,6 @@ from staging.state import (
 from staging.vm import (
     boot_vm,
     kill_vm,
-    monitor_command,
     tcp_open,
     wait_for_exit,
     wait_for_ssh,
@@ -249,22 +248,31 @@ Host staging-*
             state.active_vm = None
         state.save()
 
-    def pause(self, name: str) -> None:
-        """Freeze a VM's CPUs (QEMU `stop`) so another VM can take its addresses."""
-        state = self.state
-        monitor_command(state.vms[name], "stop")
-        state.vms[name].paused = True
-        state.save()
+    def activate(self, name: str, backing: Path, timeout: float | None = None) -> VmRecord:
+        """Make VM `name` the running one: keep it if it runs, else power-cut whichever VM
+        runs now and boot `name` from a NEW overlay on `backing`.
 
-    def resume(self, name: str) -> None:
-        """Unfreeze a paused VM, make it active again and wait until it answers SSH."""
+        One VM per slot at a time: every VM of a slot shares its addresses and mesh keys.
+        (Pausing instead would break the mesh: a resumed guest's clock lags, and WireGuard
+        rejects its handshakes as replays.)
+        """
         state = self.state
-        record = state.vms[name]
-        monitor_command(record, "cont")
-        record.paused = False
-        state.active_vm = name
-        state.save()
-        wait_for_ssh(record, self._ssh_target, timeout=120)
+        record = state.vms.get(name)
+        if state.active_vm == name and record and mesh.pid_alive(record.pid):
+            return record
+        for other in list(state.vms):
+            self.remove_vm(other)
+        return self.boot(name, backing=backing, timeout=timeout)
+
+    def snapshot(self, name: str, snapshot_name: str) -> Path:
+        """Shut VM `name` down cleanly and keep its disk as a read-only backing file."""
+        record = self.state.vms[name]
+        self.shutdown(name)
+        snapshot = self.state_dir / f"{snapshot_name}.qcow2"
+        Path(record.overlay).rename(snapshot)
+        snapshot.chmod(0o444)
+        progress(f"vm: {name}'s disk frozen as {snapshot.name}")
+        return snapshot
 
     # ----------------------------------------------------------------- access
     def mesh_up(self) -> bool:

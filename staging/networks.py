@@ -47,7 +47,9 @@ def create_public_network(layout: SlotLayout) -> None:
     ns = ["ip", "-n", layout.netns]
     progress(f"network: public {layout.public_network} in {layout.netns}")
     run([*ns, "link", "set", "lo", "up"])
-    run([*ns, "link", "add", layout.bridge, "type", "bridge"])
+    # ageing_time 0: a hub, no MAC learning. Every VM of a slot uses the same MACs (baked
+    # into the image), one after another; a learning bridge could keep sending to a gone tap.
+    run([*ns, "link", "add", layout.bridge, "type", "bridge", "ageing_time", "0"])
     run([*ns, "addr", "add", f"{layout.scanner_public}/{layout.public_prefix_len}",
          "dev", layout.bridge])
     run([*ns, "link", "set", layout.bridge, "up"])

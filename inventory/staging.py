@@ -1,0 +1,58 @@
+"""Inventory for the local staging VM, read from what `vos staging up` wrote.
+
+The state dir is ``$VOS_STAGING_DIR`` or ``.cache/staging``. The host is reached over the
+mesh once it answers there (after the first deploy, and always after the hardening closes
+public SSH), else over its public address, like a first login on a fresh VPS.
+
+Example:
+    vos staging up
+    pyinfra inventory/staging.py deploys/full.py
+    VOS_STAGING_DIR=/tmp/other pyinfra inventory/staging.py deploys/full.py
+"""
+
+from pathlib import Path as _Path
+
+from roles.settings import inventory_hosts as _inventory_hosts
+from staging.lab import Lab as _Lab
+from staging.state import default_state_dir as _default_state_dir
+from staging.state import load_state as _load_state
+
+_state = _load_state(_default_state_dir())
+if _state is None:
+    raise SystemExit(
+        f"no staging VM recorded in {_default_state_dir()}: run `vos staging up` first"
+    )
+_layout = _state.layout
+
+staging = _inventory_hosts(
+    [
+        (
+            "staging",
+            {
+                "ssh_hostname": _Lab(_default_state_dir()).address(),
+                "ssh_user": _state.deploy_user,
+                "ssh_key": _state.ssh_private_key,
+                "ssh_known_hosts_file": _state.known_hosts,
+                "ssh_strict_host_key_checking": "yes",
+                "public_address": _layout.vm_public,
+                "deploy_user": _state.deploy_user,
+                "operator_public_keys": [_Path(_state.ssh_public_key).read_text().strip()],
+                "door_port": _state.door_port,
+                # Staging skips the full `apt upgrade` (minutes under TCG); production keeps it.
+                "apt_upgrade": False,
+                "mesh": {
+                    "provider": "wireguard",
+                    "wireguard": {
+                        "address": _layout.vm_mesh,
+                        "prefix_len": _layout.mesh_prefix_len,
+                        "private_key_file": _state.mesh_vm_private_key,
+                        "listen_port": _layout.vm_mesh_port,
+                        "peer_public_key": _state.mesh_operator_public_key,
+                        "peer_address": _layout.operator_mesh,
+                        "peer_endpoint": f"{_layout.operator_public}:{_layout.operator_mesh_port}",
+                    },
+                },
+            },
+        )
+    ]
+)

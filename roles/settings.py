@@ -1,0 +1,220 @@
+"""The ONE inventory data model: every host's data is validated here before any connection.
+
+`inventory/production.py` and `inventory/staging.py` build their hosts through
+:func:`inventory_hosts`, so pyinfra never opens a connection with a missing address or a
+port that is not a number; `deploys/full.py` re-reads the validated model from `host.data`
+with :func:`settings_from_host_data` and hands typed values down to the roles.
+
+Field names starting with ``ssh_`` are pyinfra's own SSH connector settings, kept verbatim so
+pyinfra uses them directly. Secrets are never values here, only *names* of environment
+variables (``authkey_env``) or paths of files on the operator's machine.
+
+Example:
+    >>> hosts = inventory_hosts([("vps", {
+    ...     "ssh_hostname": "203.0.113.10", "ssh_user": "deploy",
+    ...     "public_address": "203.0.113.10",
+    ...     "operator_public_keys": ["ssh-ed25519 AAAAC3Nza… me@laptop"],
+    ...     "mesh": {"provider": "tailscale", "tailscale": {}},
+    ... })])
+    >>> hosts[0][1]["door_port"]
+    443
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CGNAT = IPv4Network("100.64.0.0/10")  # Tailscale's (and our mesh's) address range
+MESH_INTERFACE = "tailscale0"  # same name in staging and production: one UFW rule serves both
+WIREGUARD_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class InventoryError(ValueError):
+    """Inventory data failed validation; the message names the host and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _in_mesh_range(address: IPv4Address) -> IPv4Address:
+    if address not in CGNAT:
+        raise ValueError(f"{address} is not in the mesh range {CGNAT}")
+    return address
+
+
+class WireguardMesh(_Strict):
+    """Provider `wireguard`: the staging stand-in for Tailscale (operator = the one peer)."""
+
+    address: IPv4Address
+    prefix_len: int = Field(24, ge=10, le=32)
+    private_key_file: FilePath  # on the operator's machine; its content goes to the host
+    listen_port: int = Field(41641, ge=1, le=65535)
+    peer_public_key: str
+    peer_address: IPv4Address
+    peer_endpoint: str  # "host:port" the host sends its handshakes to
+
+    _check_address = field_validator("address", "peer_address")(_in_mesh_range)
+
+    @field_validator("peer_public_key")
+    @classmethod
+    def _wireguard_key(cls, value: str) -> str:
+        if not WIREGUARD_KEY.match(value):
+            raise ValueError("not a WireGuard public key (44 base64 characters)")
+        return value
+
+    @field_validator("peer_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must look like HOST:PORT, e.g. 203.0.113.2:51820")
+        return value
+
+    def private_key(self) -> str:
+        """The host's WireGuard private key, read from the operator-side file."""
+        return self.private_key_file.read_text().strip()
+
+
+class TailscaleMesh(_Strict):
+    """Provider `tailscale` (production): `tailscale up --authkey` from an env var."""
+
+    authkey_env: str = "TAILSCALE_AUTHKEY"
+    hostname: str | None = None
+    expected_address: IPv4Address | None = None
+
+    def authkey(self) -> str:
+        """The auth key from the operator's environment; clear error when it is missing."""
+        value = os.environ.get(self.authkey_env, "").strip()
+        if not value:
+            raise InventoryError(
+                f"mesh.tailscale.authkey_env: environment variable {self.authkey_env} is "
+                "empty; create an auth key in the Tailscale admin console and export it"
+            )
+        return value
+
+
+class MeshSettings(_Strict):
+    """The private network the operator, the host and Postgres share."""
+
+    provider: Literal["wireguard", "tailscale"]
+    interface: Literal["tailscale0"] = MESH_INTERFACE
+    wireguard: WireguardMesh | None = None
+    tailscale: TailscaleMesh | None = None
+
+    @model_validator(mode="after")
+    def _provider_block_present(self) -> MeshSettings:
+        if getattr(self, self.provider) is None:
+            raise ValueError(f"provider is {self.provider!r} but the `{self.provider}` block "
+                             "is missing")
+        return self
+
+    @property
+    def expected_address(self) -> IPv4Address | None:
+        """The host's mesh IP when the inventory knows it in advance."""
+        if self.wireguard:
+            return self.wireguard.address
+        return self.tailscale.expected_address if self.tailscale else None
+
+
+class HostSettings(_Strict):
+    """One host's inventory data. Extend by adding fields; never rename existing ones."""
+
+    # pyinfra's SSH connector (names are pyinfra's)
+    ssh_hostname: str = Field(min_length=1)
+    ssh_user: str
+    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_key: FilePath | None = None
+    ssh_known_hosts_file: FilePath | None = None
+    ssh_strict_host_key_checking: Literal["yes", "no", "accept-new", "off"] | None = None
+
+    # the host itself
+    public_address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    deploy_user: str = "deploy"
+    operator_public_keys: list[str] = Field(min_length=1)
+    door_port: int = Field(443, ge=1, le=65535)
+    apt_upgrade: bool = True
+    mesh: MeshSettings
+
+    @field_validator("ssh_user", "deploy_user")
+    @classmethod
+    def _user_name(cls, value: str) -> str:
+        if not USER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid Linux user name")
+        return value
+
+    @field_validator("operator_public_keys")
+    @classmethod
+    def _public_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if not key.startswith(("ssh-ed25519 ", "ecdsa-sha2-", "ssh-rsa ", "sk-")):
+                raise ValueError(f"not an OpenSSH public key line: {key[:30]!r}")
+            if "PRIVATE KEY" in key:
+                raise ValueError("a private key was given where a public key belongs")
+        return keys
+
+
+def _describe(error: ValidationError, host_name: str) -> str:
+    lines = [f"inventory host {host_name!r} is invalid (nothing was connected to):"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(host data)"
+        lines.append(f"  - {field}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def validate_host(host_name: str, data: dict[str, Any]) -> HostSettings:
+    """Validate one host's data; InventoryError names the host and each bad field.
+
+    Keys starting with ``_`` are pyinfra global arguments (``_sudo``) and pass through.
+    """
+    own = {key: value for key, value in data.items() if not key.startswith("_")}
+    try:
+        return HostSettings.model_validate(own)
+    except ValidationError as error:
+        raise InventoryError(_describe(error, host_name)) from None
+
+
+def inventory_hosts(hosts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict]]:
+    """Validate every host, then return them in pyinfra's inventory shape.
+
+    Paths become strings (pyinfra expects plain data); ``_sudo`` defaults to True because
+    the deploy user connects and every role changes system files.
+    """
+    validated = []
+    for name, data in hosts:
+        settings = validate_host(name, data)
+        plain = settings.model_dump(mode="json", exclude_none=True)
+        extras = {key: value for key, value in data.items() if key.startswith("_")}
+        validated.append((name, {"_sudo": True, **extras, **plain}))
+    return validated
+
+
+def settings_from_host_data(host_name: str, data: dict[str, Any]) -> HostSettings:
+    """Re-read the typed settings inside a deploy, from ``host.data.dict()``.
+
+    Example (deploys/full.py):
+        settings = settings_from_host_data(host.name, host.data.dict())
+    """
+    known = set(HostSettings.model_fields)
+    return validate_host(host_name, {k: v for k, v in data.items() if k in known})
+
+
+def ensure_path(value: str | Path) -> Path:
+    """Small helper for inventories: expand ``~`` in key paths."""
+    return Path(value).expanduser()

@@ -1,0 +1,201 @@
+"""Fixtures for the staging tier: real QEMU VMs on a real public netns and WireGuard mesh.
+
+Three fixtures, all returning a :class:`StagingVm`:
+
+``staging_vm`` (session)
+    A VM booted from a fresh overlay on the cached base image (a fresh "cloud VPS": password
+    auth on, root login by key, public SSH open), networks and mesh operator side up.
+``converged_vm`` (session)
+    ``staging_vm`` after ``pyinfra inventory/staging.py deploys/full.py`` ran once; its disk
+    is then frozen (clean shutdown, qcow2 kept read-only) and the VM boots again from a new
+    overlay on that snapshot. Do not mutate it: use ``fresh_converged_vm`` for that.
+``fresh_converged_vm`` (function)
+    A VM booted from a NEW overlay on the converged snapshot, destroyed afterwards: break an
+    invariant on purpose, run a check, see it fail.
+
+One session owns one slot (addresses below) and runs one VM at a time, because all VMs of a
+slot share the public address and the mesh keys. Switching VM costs a boot (~45 s under TCG),
+so the tests are reordered: pristine ``staging_vm`` tests first, then ``converged_vm``, then
+``fresh_converged_vm``. Each handle re-activates its VM when used out of that order.
+
+The handle (``StagingVm``) offers:
+    vm.ssh("sudo ss -tlnp", check=True) -> CompletedProcess   # as the sudo-able deploy user
+    vm.public_address, vm.mesh_address                        # e.g. 203.0.113.10, 100.64.0.2
+    vm.testinfra_host                                         # over the mesh once it is up
+    vm.inventory_path                                         # inventory/staging.py
+    vm.pyinfra_env                                            # env for running pyinfra yourself
+    vm.scan() -> [443]                                        # nmap from the public netns
+    vm.run_pyinfra("deploys/full.py") -> CompletedProcess
+
+Example:
+    def test_only_the_door_is_open(converged_vm):
+        assert converged_vm.scan() == [443]
+
+Environment knobs: ``VOS_STAGING_BOOT_TIMEOUT`` (default 240 s), ``VOS_IMAGE_CACHE``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from staging.lab import INVENTORY, PRIMARY, Lab
+from staging.state import REPO_ROOT
+
+CONVERGED = "converged"
+FRESH = "fresh"
+FULL_DEPLOY = REPO_ROOT / "deploys" / "full.py"
+
+
+class StagingVm:
+    """One named VM of a staging lab, booted on demand from its backing disk."""
+
+    def __init__(self, lab: Lab, name: str, backing: Path):
+        self.lab = lab
+        self.name = name
+        self.backing = backing
+
+    def activate(self) -> StagingVm:
+        """Make sure this VM is the one running (boots it when another one ran meanwhile)."""
+        self.lab.activate(self.name, self.backing)
+        return self
+
+    @property
+    def public_address(self) -> str:
+        return self.lab.state.layout.vm_public
+
+    @property
+    def mesh_address(self) -> str:
+        return self.lab.state.layout.vm_mesh
+
+    @property
+    def address(self) -> str:
+        """Where SSH goes right now: mesh when it is up, else public."""
+        self.activate()
+        return self.lab.address()
+
+    @property
+    def inventory_path(self) -> Path:
+        return INVENTORY
+
+    @property
+    def state_dir(self) -> Path:
+        return self.lab.state_dir
+
+    @property
+    def pyinfra_env(self) -> dict[str, str]:
+        """Environment for `pyinfra <inventory_path> …` so the inventory finds this lab."""
+        return {**os.environ, "VOS_STAGING_DIR": str(self.lab.state_dir)}
+
+    @property
+    def ssh_config(self) -> str:
+        return self.lab.state.ssh_config
+
+    def ssh(self, command: str, check: bool = True, timeout: float = 300):
+        """Run `command` as the deploy user; `check=True` raises on a non-zero exit."""
+        self.activate()
+        return self.lab.ssh(command, check=check, timeout=timeout)
+
+    @property
+    def testinfra_host(self):
+        """A testinfra host over SSH (mesh alias once the mesh answers, else public)."""
+        self.activate()
+        alias = "staging-mesh" if self.lab.address() == self.mesh_address else "staging-public"
+        return testinfra.get_host(f"ssh://{alias}", ssh_config=self.ssh_config)
+
+    def scan(self, ports: str = "1-65535") -> list[int]:
+        """Open TCP ports on the public address, seen from the public namespace."""
+        self.activate()
+        return self.lab.scan(ports=ports)
+
+    def run_pyinfra(self, deploy_path: str | Path, extra: list[str] | None = None):
+        """`pyinfra -y inventory/staging.py <deploy_path>`; returns the CompletedProcess."""
+        self.activate()
+        return self.lab.run_pyinfra(deploy_path, extra=extra)
+
+
+def _order(item: pytest.Item) -> int:
+    names = set(getattr(item, "fixturenames", ()))
+    if "fresh_converged_vm" in names:
+        return 2
+    if "converged_vm" in names:
+        return 1
+    return 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark everything under tests/staging as `staging`; then order pristine-VM tests
+    first, converged next, mutations last, so each VM boots once."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.staging)
+    staging = [item for item in items if item.get_closest_marker("staging")]
+    if not staging:
+        return
+    others = [item for item in items if not item.get_closest_marker("staging")]
+    items[:] = others + sorted(staging, key=_order)
+
+
+@pytest.fixture(scope="session")
+def staging_lab(tmp_path_factory) -> Iterator[Lab]:
+    """The session's lab in its own state dir (never the developer's .cache/staging)."""
+    if os.geteuid() != 0:
+        pytest.skip("the staging tier needs root (network namespaces, taps)")
+    missing = [tool for tool in ("qemu-system-x86_64", "wireguard-go", "nmap", "debootstrap")
+               if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"staging tier needs {missing}: run `bash scripts/bootstrap.sh`")
+    lab = Lab(tmp_path_factory.mktemp("staging"))
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.destroy(keep_logs=True)
+
+
+@pytest.fixture(scope="session")
+def staging_vm(staging_lab: Lab) -> StagingVm:
+    """A fresh-cloud-VPS VM on the cached base image (see module doc)."""
+    base = Path(staging_lab.state.image_dir) / "base.raw"
+    return StagingVm(staging_lab, PRIMARY, base).activate()
+
+
+@pytest.fixture(scope="session")
+def converged_snapshot(staging_vm: StagingVm) -> Path:
+    """Run deploys/full.py once on the pristine VM, then freeze its disk."""
+    staging_vm.activate()
+    result = staging_vm.run_pyinfra(FULL_DEPLOY)
+    if result.returncode != 0:
+        pytest.fail(
+            f"deploys/full.py failed on the staging VM (exit {result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return staging_vm.lab.snapshot(PRIMARY, "converged-base")
+
+
+@pytest.fixture(scope="session")
+def converged_vm(staging_lab: Lab, converged_snapshot: Path) -> StagingVm:
+    """The converged VM, booted from a new overlay on the converged snapshot."""
+    return StagingVm(staging_lab, CONVERGED, converged_snapshot).activate()
+
+
+@pytest.fixture
+def fresh_converged_vm(staging_lab: Lab, converged_snapshot: Path) -> Iterator[StagingVm]:
+    """A throwaway converged VM for mutation tests; removed after the test."""
+    vm = StagingVm(staging_lab, FRESH, converged_snapshot).activate()
+    try:
+        yield vm
+    finally:
+        staging_lab.remove_vm(FRESH)
+
+
+def pyinfra_output(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout+stderr of a pyinfra run, for assertion messages."""
+    return f"{result.stdout}\n{result.stderr}"

@@ -11,6 +11,7 @@ Example:
 import typer
 
 from app.cli import register as register_app_commands
+from checks.cli import register as register_check_command
 from staging.cli import staging_app
 
 cli = typer.Typer(
@@ -20,6 +21,7 @@ cli = typer.Typer(
 )
 cli.add_typer(staging_app, name="staging")
 register_app_commands(cli)
+register_check_command(cli)
 
 
 def main() -> None:

@@ -1,0 +1,165 @@
+"""The deploy gate: run every check in checks/ against a host and fail loudly when one breaks.
+
+Used two ways:
+* `vos check --target staging|production|HOST` (checks/cli.py) — alone, any time;
+* the last step of deploys/full.py (`invariants_hold`, a pyinfra operation that runs the
+  checks at execution time from the operator's side, over the mesh; green yields nothing,
+  so a converged host shows no change; red fails the deploy with one line per broken
+  invariant naming the offender and the fix).
+
+Example:
+    result = run_checks(Target(url="ssh://deploy@100.64.0.2", ssh_key="~/.ssh/id_ed25519"),
+                        door_port=443, deploy_user="deploy")
+    print(result.summary()); sys.exit(0 if result.ok else 1)
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyinfra import host, logger, state
+from pyinfra.api import StringCommand, operation
+
+CHECKS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = CHECKS_DIR.parent
+GATE_TIMEOUT_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the checks connect: a testinfra URL plus optional OpenSSH settings.
+
+    Example:
+        Target(url="ssh://staging-mesh", ssh_config=".cache/staging/ssh_config")
+    """
+
+    url: str
+    ssh_config: str | None = None
+    ssh_key: str | None = None
+    known_hosts_file: str | None = None
+
+
+@dataclass
+class GateResult:
+    """Outcome of one check run."""
+
+    ok: bool
+    passed: int
+    failures: list[dict] = field(default_factory=list)
+    output: str = ""
+
+    def summary(self) -> str:
+        """Operator-facing text: one line per broken invariant (or the all-green line).
+
+        Example:
+            >>> GateResult(ok=True, passed=26).summary()
+            'GATE: all 26 invariant checks passed'
+        """
+        if self.ok:
+            return f"GATE: all {self.passed} invariant checks passed"
+        lines = [f"GATE FAILED: {len(self.failures)} check(s) broken, {self.passed} passed"]
+        for failure in self.failures:
+            for line in failure["message"].splitlines():
+                line = line.removeprefix("AssertionError: ").removeprefix("Failed: ")
+                if line.strip() and not line.startswith("assert "):
+                    lines.append(f"  - {line.strip()}")
+            lines.append(f"    ({failure['test']})")
+        if not self.failures:
+            lines.append("  pytest itself failed; its output:")
+            lines.append(self.output[-3000:])
+        return "\n".join(lines)
+
+
+def pytest_command(target: Target, door_port: int, deploy_user: str, report: Path,
+                   mesh_ip: str | None = None, mesh_interface: str = "tailscale0",
+                   select: str | None = None) -> list[str]:
+    """The pytest argv that runs checks/ against `target`.
+
+    Example:
+        >>> "--door-port=443" in pytest_command(Target("ssh://h"), 443, "deploy", Path("r"))
+        True
+    """
+    command = [
+        sys.executable, "-m", "pytest", str(CHECKS_DIR), "-p", "checks.plugin",
+        "-p", "no:cacheprovider", "-o", "addopts=", "-q", "--no-header", "--tb=line",
+        f"--hosts={target.url}", f"--door-port={door_port}", f"--deploy-user={deploy_user}",
+        f"--mesh-interface={mesh_interface}", f"--vos-report={report}",
+    ]
+    if mesh_ip:
+        command.append(f"--vos-mesh-ip={mesh_ip}")
+    if target.ssh_config:
+        command.append(f"--ssh-config={target.ssh_config}")
+    if target.ssh_key:
+        command.append(f"--ssh-identity-file={target.ssh_key}")
+    extra = ["-o BatchMode=yes", "-o ConnectTimeout=15"]
+    if target.known_hosts_file:
+        extra += [f"-o UserKnownHostsFile={target.known_hosts_file}",
+                  "-o StrictHostKeyChecking=yes"]
+    command.append(f"--ssh-extra-args={' '.join(extra)}")
+    if select:
+        command += ["-k", select]
+    return command
+
+
+def run_checks(target: Target, door_port: int, deploy_user: str, mesh_ip: str | None = None,
+               mesh_interface: str = "tailscale0", select: str | None = None,
+               timeout: int = GATE_TIMEOUT_SECONDS) -> GateResult:
+    """Run the checks in a child pytest (its own process: testinfra and pyinfra both own
+    their SSH state) and collect the failures from the plugin's JSON report.
+
+    Example:
+        run_checks(Target("ssh://staging-mesh", ssh_config="…/ssh_config"), 443, "deploy")
+    """
+    with tempfile.TemporaryDirectory(prefix="vos-gate-") as tmp:
+        report = Path(tmp) / "report.json"
+        command = pytest_command(target, door_port, deploy_user, report, mesh_ip,
+                                 mesh_interface, select)
+        try:
+            done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return GateResult(False, 0, [{"test": "checks", "message":
+                              f"GATE: the checks did not finish within {timeout} s — is the "
+                              f"host reachable at {target.url}?"}])
+        output = done.stdout + done.stderr
+        if not report.exists():
+            return GateResult(False, 0, [], output)
+        data = json.loads(report.read_text())
+    failures = data["failures"]
+    ok = done.returncode == 0 and not failures
+    return GateResult(ok, data["passed"], failures, output)
+
+
+@operation(is_idempotent=True)
+def invariants_hold(mesh_ip: str, door_port: int, deploy_user: str,
+                    ssh_key: str | None = None, known_hosts_file: str | None = None,
+                    mesh_interface: str = "tailscale0"):
+    """pyinfra operation: the deploy gate. Runs every check over the mesh at execution time.
+
+    Green: yields nothing (not a change). Red: logs each broken invariant and yields one
+    command that prints them on the host's stderr and exits 1, so pyinfra fails the host and
+    the deploy exits non-zero. Under `--dry` nothing runs.
+
+    Example:
+        invariants_hold(name="Gate", mesh_ip="100.64.0.2", door_port=443, deploy_user="deploy")
+    """
+    if not state.is_executing:
+        host.noop("the invariant checks run at execution time")
+        return
+    target = Target(url=f"ssh://{deploy_user}@{mesh_ip}", ssh_key=ssh_key,
+                    known_hosts_file=known_hosts_file)
+    logger.info(f"{host.print_prefix}GATE: running checks/ against {target.url}")
+    result = run_checks(target, door_port, deploy_user, mesh_ip, mesh_interface)
+    if result.ok:
+        host.noop(result.summary())
+        return
+    summary = result.summary()
+    for line in summary.splitlines():
+        logger.error(f"{host.print_prefix}{line}")
+    yield StringCommand("echo", shlex.quote(summary), ">&2;", "exit", "1")

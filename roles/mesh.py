@@ -107,20 +107,29 @@ def wireguard(settings: WireguardMesh, interface: str = "tailscale0"):
         _sudo=True,
         **wireguard_config(settings),
     )
-    systemd.service(
+    started = systemd.service(
         name=f"wg-quick@{interface} enabled and running",
         service=f"wg-quick@{interface}",
         running=True,
         enabled=True,
         _sudo=True,
     )
-    systemd.service(
+    restarted = systemd.service(
         name=f"Restart wg-quick@{interface} (config changed)",
         service=f"wg-quick@{interface}",
         restarted=True,
         _sudo=True,
-        _if=config.did_change,
+        _if=lambda: config.did_change() and not started.did_change(),
     )
+
+    def mesh_changed() -> bool:
+        return config.did_change() or started.did_change() or restarted.did_change()
+
+    # The two checks below run only when the mesh changed, so an idempotent re-run reports
+    # no changes; when nothing changed, the address read at plan time is shown instead.
+    current = host.get_fact(MeshAddress, interface=interface, _sudo=True)
+    if current:
+        logger.info(f"{host.print_prefix}mesh address on {interface} (before): {current}")
     server.shell(
         name=f"Wait (≤{HANDSHAKE_WAIT_SECONDS} s) for a handshake with the operator",
         commands=[
@@ -130,12 +139,14 @@ def wireguard(settings: WireguardMesh, interface: str = "tailscale0"):
             f"echo 'no WireGuard handshake with the operator on {interface}' >&2; exit 1"
         ],
         _sudo=True,
+        _if=mesh_changed,
     )
     python.call(
         name=f"Read the mesh address of {interface} back",
         function=_verify_address,
         interface=interface,
         expected=str(settings.address),
+        _if=mesh_changed,
     )
 
 

@@ -82,7 +82,9 @@ class Lab:
         return (self.state_dir / STATE_FILE).exists()
 
     # ----------------------------------------------------------------- up
-    def up(self, boot_timeout: float | None = None) -> StagingState:
+    def up(
+        self, boot_timeout: float | None = None, authorized_key: bool | None = True
+    ) -> StagingState:
         """Boot the staging VM and its networks, or reuse them when they already run.
 
         Idempotent: a running VM is kept; a stopped one (host reboot, crash) is destroyed and
@@ -96,12 +98,12 @@ class Lab:
                 return state
             progress("up: previous environment is incomplete; destroying it first")
             self.destroy()
-        return self._create(boot_timeout)
+        return self._create(boot_timeout, authorized_key)
 
     def _networks_present(self, state: StagingState) -> bool:
         return state.layout.netns in networks.existing_netns()
 
-    def _create(self, boot_timeout: float | None) -> StagingState:
+    def _create(self, boot_timeout: float | None, authorized_key: bool | None) -> StagingState:
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         image = ensure_base_image()
@@ -131,7 +133,8 @@ class Lab:
             )
             state.save()
             self._write_ssh_files(state, image)
-            self.boot(PRIMARY, backing=image.disk, timeout=boot_timeout)
+            self.boot(PRIMARY, backing=image.disk, timeout=boot_timeout,
+                      authorized_key=authorized_key)
         except BaseException:
             progress("up: failed; cleaning up what was created (the console log is kept)")
             self.destroy(keep_logs=True)

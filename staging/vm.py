@@ -31,6 +31,7 @@ from staging.state import SlotLayout, VmRecord
 MEMORY_MIB = 2048
 CPUS = 2
 DEFAULT_BOOT_TIMEOUT = float(os.environ.get("VOS_STAGING_BOOT_TIMEOUT", "240"))
+KEY_REFUSED_GRACE = 20.0
 
 
 def kvm_usable() -> bool:
@@ -169,6 +170,7 @@ def wait_for_ssh(
     port_seen = False
     last_error = ""
     address = "?"
+    refused_since: float | None = None
     while time.monotonic() < deadline:
         ssh_command, address = target()
         if not pid_alive(record.pid):
@@ -188,6 +190,14 @@ def wait_for_ssh(
                 if result.returncode == 0:
                     return time.monotonic() - started
                 last_error = result.stderr.strip()[-500:]
+                if "Permission denied" in last_error:
+                    # The key is installed before sshd starts, so a refusal that lasts is
+                    # final: fail now instead of waiting out the whole timeout.
+                    refused_since = refused_since or time.monotonic()
+                    if time.monotonic() - refused_since > KEY_REFUSED_GRACE:
+                        break
+                else:
+                    refused_since = None
         time.sleep(2)
     if port_seen:
         reason = (
@@ -197,7 +207,8 @@ def wait_for_ssh(
     else:
         reason = f"nothing answered on {address}:22"
     raise StagingError(
-        f"VM {record.name} not reachable over SSH after {timeout:.0f} s: {reason}\n"
+        f"VM {record.name} not reachable over SSH after {time.monotonic() - started:.0f} s "
+        f"(limit {timeout:.0f} s): {reason}\n"
         f"Console tail:\n{console_tail(record)}\nFull console: {record.console_log}. "
         "Next: `vos staging destroy`, then `vos staging up` again; raise "
         "VOS_STAGING_BOOT_TIMEOUT if the machine is very busy."

@@ -26,6 +26,7 @@ The handle (``StagingVm``) offers:
     vm.pyinfra_env                                            # env for running pyinfra yourself
     vm.scan() -> [443]                                        # nmap from the public netns
     vm.run_pyinfra("deploys/full.py") -> CompletedProcess
+    vm.run_checks("checks/test_ssh.py") -> CompletedProcess    # pytest checks/ on this VM
 
 Example:
     def test_only_the_door_is_open(converged_vm):
@@ -39,6 +40,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,13 +122,32 @@ class StagingVm:
         return self.lab.run_pyinfra(deploy_path, extra=extra)
 
 
+    def run_checks(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """`pytest checks/ --hosts=ssh://<alias> --ssh-config=…` (args replace `checks/`)."""
+        self.activate()
+        alias = "staging-mesh" if self.lab.address() == self.mesh_address else "staging-public"
+        command = [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            *(args or ("checks/",)),
+            f"--hosts=ssh://{alias}", f"--ssh-config={self.ssh_config}",
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              cwd=REPO_ROOT)
+
+
 def _order(item: pytest.Item) -> int:
+    if item.get_closest_marker("staging_last"):
+        return 3
     names = set(getattr(item, "fixturenames", ()))
     if "fresh_converged_vm" in names:
         return 2
     if "converged_vm" in names:
         return 1
     return 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "staging_last: run after every other staging test")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,15 @@
+"""Break an invariant on a throwaway converged VM and see the check fail, readably."""
+
+
+def test_base_check_fails_when_the_deploy_user_loses_sudo(fresh_converged_vm):
+    fresh_converged_vm.ssh("sudo rm /etc/sudoers.d/90-deploy")
+    result = fresh_converged_vm.run_checks("checks/test_base.py")
+    assert result.returncode != 0
+    assert "`sudo -n true` failed for the deploy user" in result.stdout
+
+
+def test_base_check_fails_when_sshd_would_not_start_at_boot(fresh_converged_vm):
+    fresh_converged_vm.ssh("sudo systemctl disable ssh.service ssh.socket 2>/dev/null; true")
+    result = fresh_converged_vm.run_checks("checks/test_base.py")
+    assert result.returncode != 0
+    assert "will not start at boot" in result.stdout

@@ -1,0 +1,34 @@
+"""Broken boots fail clearly and in bounded time; destroy leaves nothing behind."""
+
+import time
+
+import pytest
+
+from staging import networks
+from staging.lab import Lab
+from staging.proc import StagingError
+
+
+@pytest.mark.staging_last
+def test_boot_without_ssh_key_fails_clearly_and_cleans_up(tmp_path):
+    lab = Lab(tmp_path / "nokey")
+    namespaces_before = networks.existing_netns()
+    started = time.monotonic()
+    with pytest.raises(StagingError) as failure:
+        lab.up(boot_timeout=150, authorized_key=None)
+    elapsed = time.monotonic() - started
+    message = str(failure.value)
+    assert "operator key is refused" in message and "Console tail" in message, message
+    assert elapsed < 240, f"the failure took {elapsed:.0f} s"
+    assert not lab.exists(), "a failed up must leave no state behind"
+    assert not list(lab.state_dir.glob("*.qcow2"))
+    assert networks.existing_netns() == namespaces_before, "the failed up left a namespace"
+
+
+@pytest.mark.staging_last
+def test_destroy_leaves_no_process_netns_interface_socket_or_overlay(staging_lab):
+    state = staging_lab.state
+    pids = [vm.pid for vm in state.vms.values()] + [state.mesh_pid]
+    staging_lab.destroy()
+    assert staging_lab.leftovers(state.layout, pids) == []
+    staging_lab.destroy()  # a second destroy is harmless

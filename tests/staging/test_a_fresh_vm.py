@@ -41,6 +41,9 @@ def test_scanner_sees_exactly_ssh_on_the_fresh_vm(staging_vm):
 
 def test_scanner_sees_a_new_listener_and_its_closing(staging_vm):
     staging_vm.ssh("sudo systemd-run --unit=vos-probe python3 -m http.server 8443")
+    # Python starts slowly under TCG: wait (bounded) until the VM itself sees the listener.
+    staging_vm.ssh("for i in $(seq 60); do ss -tln | grep -q ':8443 ' && exit 0; sleep 1; done;"
+                   " echo 'probe never listened' >&2; exit 1")
     try:
         assert 8443 in staging_vm.scan(ports="8000-9000")
     finally:

@@ -30,7 +30,13 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from app import jsonlog
-from app.db import APP_ROLE, assert_app_role_is_confined, migrate, open_pool
+from app.db import (
+    APP_ROLE,
+    UnsafeDatabaseRole,
+    assert_app_role_is_confined,
+    migrate,
+    open_pool,
+)
 from app.db.embedded import EmbeddedPostgres
 from app.settings import Settings
 
@@ -92,11 +98,16 @@ def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host:
            port: int, name: str) -> None:
     jsonlog.configure()
     with database(settings) as dsn:
-        pool = open_pool(
-            dsn, max_size=settings.db_pool_max_size, timeout=settings.db_timeout_seconds,
+        pool = open_pool(  # connections opened up front: no SCRAM handshakes under load
+            dsn, min_size=settings.db_pool_max_size, max_size=settings.db_pool_max_size,
+            timeout=settings.db_timeout_seconds,
             name=name,
         )
-        check_role_at_start(pool)
+        try:
+            check_role_at_start(pool)
+        except UnsafeDatabaseRole as exc:
+            pool.close()
+            raise SystemExit(f"error: {exc}") from None
         app = _with_pool_lifespan(build(pool), pool)
         jsonlog.emit(log, "listening", app=name, host=host, port=port)
         uvicorn.run(app, host=host, port=port, server_header=False, log_config=None)

@@ -135,8 +135,12 @@ def store(
 ) -> dict:
     """Insert the callback exactly once and apply it, in one tenant transaction."""
     with pool.connection() as conn, conn.transaction():
+        # one round trip: find the source's tenant and scope the transaction to it
         row = conn.execute(
-            "SELECT tenant_id FROM door_sources WHERE source = %s", [source]
+            """SELECT tenant_id, set_config('app.tenant_id', tenant_id::text, true),
+                      set_config('app.actor', %s, true)
+                 FROM door_sources WHERE source = %s""",
+            [f"door:{source}", source],
         ).fetchone()
         if row is None:
             raise Rejected(
@@ -145,10 +149,6 @@ def store(
                 signed=True,
             )
         tenant_id = row["tenant_id"]
-        conn.execute(
-            "SELECT set_config('app.tenant_id', %s, true), set_config('app.actor', %s, true)",
-            [str(tenant_id), f"door:{source}"],
-        )
         task_id = uuid.uuid4() if isinstance(callback, TaskCreateIn) else callback.task_id
         inserted = conn.execute(
             """INSERT INTO callbacks (tenant_id, source, webhook_id, sent_at, payload, task_id)

@@ -244,3 +244,61 @@ def test_postgres_down_gives_503_and_writes_nothing_anywhere(caplog, tmp_path, m
     assert r.status_code == 503 and elapsed < 10
     assert any('"door_db_unavailable"' in rec.getMessage() for rec in caplog.records)
     assert list(tmp_path.iterdir()) == [], "the door wrote a file"
+
+
+def _serve_door(dsn: str, secret: str, source: str, port: int):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DATABASE_URL": dsn, "VOS_DOOR_SECRETS": json.dumps({source: secret})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "door", "serve", "--host", "127.0.0.1", "--port",
+         str(port)], cwd=Path(__file__).resolve().parents[2], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_vos_door_serve_end_to_end_logs_the_source_address_for_fail2ban(door, app_dsn):
+    import httpx
+
+    port = free_port()
+    proc = _serve_door(app_dsn, door.current, door.source, port)
+    try:
+        url = f"http://127.0.0.1:{port}/callbacks/{door.source}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        bad = httpx.post(url, content=b"{}", headers={
+            "webhook-id": "msg_e2e", "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "v1,AAAA"}, timeout=10)
+        raw = json.dumps(CREATE).encode()
+        ts = int(time.time())
+        sig = Webhook(door.current).sign("msg_e2e_ok", datetime.fromtimestamp(ts, UTC),
+                                         raw.decode())
+        good = httpx.post(url, content=raw, headers={
+            "webhook-id": "msg_e2e_ok", "webhook-timestamp": str(ts), "webhook-signature": sig},
+            timeout=10)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert bad.status_code == 401 and good.status_code == 202, out
+    rejects = [line for line in out.splitlines() if '"door_reject"' in line]
+    # the readiness probe above hit "/" (no_route); then the bad signature
+    assert [line.split('"reason": ')[1].split(",")[0] for line in rejects] == [
+        '"no_route"', '"bad_signature"'], out
+    assert rejects[1].startswith('{"event": "door_reject", "src": "127.0.0.1", '
+                                 '"reason": "bad_signature"'), out
+    assert door.current.removeprefix("whsec_") not in out
+
+
+def test_vos_door_serve_refuses_to_run_as_the_owner(owner_dsn):
+    proc = _serve_door(owner_dsn, new_secret(), "edge", free_port())
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "which is a superuser" in out and "vos_app" in out and "Traceback" not in out

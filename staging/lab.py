@@ -358,7 +358,7 @@ Host staging-*
             "operator_mesh_address": layout.operator_mesh,
             "mesh_up": running and self.mesh_up(),
             "active_vm": state.active_vm,
-            "vms": {name: {"pid": vm.pid, "paused": vm.paused, "backing": vm.backing}
+            "vms": {name: {"pid": vm.pid, "backing": vm.backing}
                     for name, vm in state.vms.items()},
             "deployed": state.deployed,
             "ssh_config": state.ssh_config,

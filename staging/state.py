@@ -120,7 +120,6 @@ class VmRecord(BaseModel):
     backing: str
     console_log: str
     monitor_socket: str
-    paused: bool = False
 
 
 class StagingState(BaseModel):

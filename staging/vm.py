@@ -215,20 +215,6 @@ def wait_for_ssh(
     )
 
 
-def monitor_command(record: VmRecord, command: str, timeout: float = 10) -> str:
-    """Send one HMP command to QEMU's monitor socket (e.g. ``stop``, ``cont``)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(record.monitor_socket)
-        sock.recv(4096)  # banner + prompt
-        sock.sendall(command.encode() + b"\n")
-        time.sleep(0.3)
-        try:
-            return sock.recv(4096).decode(errors="replace")
-        except TimeoutError:
-            return ""
-
-
 def wait_for_exit(pid: int, timeout: float) -> bool:
     """Wait until `pid` is gone (or a zombie, reaped if it is our child)."""
     gone = wait_until(lambda: not pid_alive(pid), timeout=timeout, interval=0.5)

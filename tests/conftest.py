@@ -9,7 +9,9 @@ Fixtures (all Postgres ones are lazy: unit tests never start a server):
     pg_server       session  superuser DSN of the server (database `postgres`)
     fresh_database  session  factory: `fresh_database()` -> owner DSN of a new, empty database
     migrated_db     session  `MigratedDb(owner_dsn, app_dsn, app_password)`: one database with
-                             every migration applied and the `vos_app` password set
+                             every migration applied and the `vos_app` password set. The role
+                             is cluster-wide: a test that migrates another database must pass
+                             no app_password, or this same one.
     owner_dsn       session  = migrated_db.owner_dsn (superuser: bypasses RLS, for set-up)
     app_dsn         session  = migrated_db.app_dsn (role vos_app: confined by RLS)
     app_pool        session  psycopg_pool.ConnectionPool as vos_app (dict rows, autocommit)

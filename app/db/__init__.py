@@ -97,7 +97,6 @@ def open_pool(
             "options": f"-c statement_timeout={statement_timeout_ms}",
             "application_name": name,
         },
-        reconnect_timeout=0,  # never give up: the pool keeps retrying while Postgres is down
     )
     pool.open(wait=False)
     return pool

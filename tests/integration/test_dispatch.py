@@ -285,3 +285,39 @@ def test_the_app_refuses_to_run_as_an_unconfined_role(owner_dsn):
         assert r.status_code == 503 and "row-level" in r.json()["detail"]
     finally:
         pool.close()
+
+
+def test_a_real_outage_gives_503_within_seconds_and_recovers(tmp_path, migrated_db):
+    """A second, private cluster is stopped under a running API and started again."""
+    from pathlib import Path
+
+    from psycopg.conninfo import make_conninfo
+
+    from app.db import migrate
+    from app.db.embedded import EmbeddedPostgres
+
+    base = Path(tmp_path)
+    for p in (base, *base.parents):
+        if p == Path("/tmp"):
+            break
+        p.chmod(p.stat().st_mode | 0o001)  # the postgres user must traverse pytest's tmp dirs
+    server = EmbeddedPostgres(base / "outage", fast_unsafe=True)
+    try:
+        owner = server.start()
+        migrate(owner, app_password=migrated_db.app_password, log=lambda _m: None)
+        pool = open_pool(make_conninfo(owner, user="vos_app", password=migrated_db.app_password),
+                         timeout=2)
+        client = TestClient(create_api_app(pool))
+        assert client.get("/readyz").status_code == 200
+        server.stop()
+        started = time.monotonic()
+        down = client.get("/readyz")
+        assert down.status_code == 503 and time.monotonic() - started < 10
+        server.start()
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the API did not recover after Postgres returned"
+            time.sleep(0.5)
+        pool.close()
+    finally:
+        server.destroy()

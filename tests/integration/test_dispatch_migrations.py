@@ -109,20 +109,22 @@ def vos(*args: str, env: dict) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_migrate_sets_a_scram_app_password_and_is_rerunnable(fresh_database):
+def test_cli_migrate_sets_a_scram_app_password_and_is_rerunnable(fresh_database, migrated_db):
     dsn = fresh_database()
-    env = {"DATABASE_URL": dsn, "VOS_TEST_APP_PW": "correct horse battery"}
+    # vos_app is a cluster-wide role: keep the session's password, or other tests lose access
+    password = migrated_db.app_password
+    env = {"DATABASE_URL": dsn, "VOS_TEST_APP_PW": password}
     first = vos("db", "migrate", "--app-password-env", "VOS_TEST_APP_PW", env=env)
     assert first.returncode == 0, first.stderr
     assert "applying 0001_app_role_and_tenants" in first.stdout
-    assert "correct horse" not in first.stdout + first.stderr
+    assert password not in first.stdout + first.stderr
     again = vos("db", "migrate", env=env)
     assert again.returncode == 0 and "already up to date" in again.stdout
     with psycopg.connect(dsn) as conn:
         (stored,) = conn.execute(
             "SELECT rolpassword FROM pg_authid WHERE rolname = 'vos_app'").fetchone()
     assert stored.startswith("SCRAM-SHA-256$")
-    app = make_conninfo(dsn, user="vos_app", password="correct horse battery")
+    app = make_conninfo(dsn, user="vos_app", password=password)
     with psycopg.connect(app) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("vos_app",)
 

@@ -151,7 +151,8 @@ class FakeProviderServer:
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
+        if self._thread is not None:  # shutdown() would wait forever on a never-started server
+            self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread:
             self._thread.join(timeout=5)

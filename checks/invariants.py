@@ -85,9 +85,11 @@ def is_loopback(address: str) -> bool:
         True
     """
     try:
-        return ipaddress.ip_address(address).is_loopback
+        parsed = ipaddress.ip_address(address)
     except ValueError:
         return False
+    mapped = getattr(parsed, "ipv4_mapped", None)  # "::ffff:127.0.0.1"
+    return (mapped or parsed).is_loopback
 
 
 def exposure_violations(listeners: list[Listener], door_port: int, mesh_ip: str,

@@ -2,26 +2,57 @@
 
     pyinfra inventory/staging.py deploys/full.py      # the local staging VM
     pyinfra inventory/production.py deploys/full.py   # the VPS
+    pyinfra inventory/staging.py deploys/full.py --dry  # what would change, changing nothing
 
 Step 0 (preflight) happened already when the inventory was loaded: roles/settings.py
 validated every host's data before pyinfra connected; it is re-read here, typed, so the
-roles get values instead of dictionary lookups.
+roles get values instead of dictionary lookups. Then the OS is checked, and the steps run:
+
+  1 preflight  2 base  3 users and keys  4 sysctl  5 firewall  6 fail2ban  7 mesh
+  8 lockout-safe SSH cutover  9 docker  (the app stack slots in here)  10 gate
+
+Public SSH stays open until step 8 has proven SSH over the mesh from the operator's side;
+afterwards the inventory reaches the host on its mesh address. A re-run changes nothing.
 """
 
 from io import StringIO
 
-from pyinfra import host
-from pyinfra.operations import files
+from pyinfra import host, logger
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import files, server
 
-from roles import mesh
+from checks.gate import invariants_hold
+from roles import base, docker, fail2ban, firewall, mesh, ssh, sysctl, users
 from roles.settings import settings_from_host_data
+
+SUPPORTED = {"Ubuntu": 24, "Debian": 12}  # distribution -> lowest major version
+
+
+def step(number: int, title: str) -> None:
+    """Name each step in pyinfra's output (operations carry the step in their names too)."""
+    logger.info(f"{host.print_prefix}--> step {number}/10: {title}")
+
+
+def preflight_os() -> dict:
+    """Stop before any change on an OS the roles were not written for."""
+    distribution = host.get_fact(LinuxDistribution) or {}
+    name, major = distribution.get("name"), distribution.get("major") or 0
+    if name not in SUPPORTED or major < SUPPORTED[name]:
+        raise DeployError(
+            f"preflight: {host.name} runs {name} {major}; supported are Ubuntu 24.04+ and "
+            "Debian 12+ (staging uses Debian 13). Nothing was changed."
+        )
+    return distribution
+
 
 settings = settings_from_host_data(host.name, host.data.dict())
 
-# 1. Mesh: the host joins the private network as tailscale0 (its IP is read back).
-mesh.configure(settings.mesh)
+# 1. Preflight: inventory validated (above), connected (facts load), OS supported.
+step(1, "preflight")
+preflight_os()
 
-# 2. Something small that proves the pipeline end to end (the hardening steps follow here).
+# Something small that proves the pipeline end to end.
 files.put(
     name="Mark the host as managed by agent-vos",
     src=StringIO(
@@ -34,3 +65,71 @@ files.put(
     mode="644",
     _sudo=True,
 )
+
+# 2. Base: packages, unattended security upgrades, time, journald, root locked.
+step(2, "base")
+base.packages(upgrade=settings.apt_upgrade)
+base.unattended_upgrades()
+base.time_sync()
+base.journald()
+base.lock_root()
+
+# 3. Users and keys; sshd accepts exactly those keys for exactly those users from now on.
+step(3, "users and keys")
+users.deploy_user(settings.deploy_user, public_keys=settings.operator_public_keys)
+ssh.harden(allow_users=[settings.deploy_user])
+
+# 4. Kernel settings.
+step(4, "sysctl")
+sysctl.harden()
+
+# 5. Firewall: public SSH stays allowed only until the cutover has happened once.
+step(5, "firewall")
+cutover_already_done = ssh.cutover_done()
+firewall.ufw_baseline(mesh_interface=settings.mesh.interface, door_port=settings.door_port,
+                      public_ssh=not cutover_already_done)
+
+# 6. Fail2ban; the operator's own mesh address is never banned.
+step(6, "fail2ban")
+operator_mesh_ip = (str(settings.mesh.wireguard.peer_address)
+                    if settings.mesh.wireguard else None)
+fail2ban.jails(door_port=settings.door_port,
+               ignore=[operator_mesh_ip] if operator_mesh_ip else [])
+
+# 7. Mesh: the host joins the private network as tailscale0 (its IP is read back).
+step(7, "mesh")
+mesh.configure(settings.mesh)
+
+mesh_ip = (str(settings.mesh.expected_address) if settings.mesh.expected_address
+           else host.get_fact(mesh.MeshAddress, interface=settings.mesh.interface, _sudo=True))
+ssh_key = str(settings.ssh_key) if settings.ssh_key else None
+known_hosts = str(settings.ssh_known_hosts_file) if settings.ssh_known_hosts_file else None
+
+if mesh_ip is None:
+    # Tailscale assigns the address on first `tailscale up`: it is unknown while this run was
+    # planned. Stop after the mesh step, non-zero, with the next action.
+    server.shell(
+        name="Mesh IP unknown when planning: run the deploy again to cut over and finish",
+        commands=["echo 'The mesh came up during this run; its IP was unknown when the run "
+                  "was planned. Run the same deploy again: it cuts SSH over to the mesh, "
+                  "installs Docker and runs the gate.' >&2; exit 1"],
+    )
+else:
+    # 8. Lockout-safe SSH cutover: prove SSH over the mesh, then listen there only.
+    step(8, "lockout-safe SSH cutover")
+    ssh.cutover(mesh_ip=mesh_ip, user=settings.deploy_user, key_file=ssh_key,
+                known_hosts_file=known_hosts)
+
+    # 9. Docker, bound to the mesh.
+    step(9, "docker")
+    docker.engine(mesh_ip=mesh_ip)
+
+    # (The app stack step slots in here, before the gate.)
+
+    # 10. Gate: every check in checks/, from the operator's side, over the mesh.
+    step(10, "gate")
+    invariants_hold(
+        name="Gate: every invariant in checks/ holds (run over the mesh)",
+        mesh_ip=mesh_ip, door_port=settings.door_port, deploy_user=settings.deploy_user,
+        ssh_key=ssh_key, known_hosts_file=known_hosts, mesh_interface=settings.mesh.interface,
+    )

@@ -95,7 +95,7 @@ def _with_pool_lifespan(app: FastAPI, pool: ConnectionPool) -> FastAPI:
 
 
 def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host: str,
-           port: int, name: str) -> None:
+           port: int, name: str, trusted_proxies: str = "") -> None:
     jsonlog.configure()
     with database(settings) as dsn:
         pool = open_pool(  # connections opened up front: no SCRAM handshakes under load
@@ -110,7 +110,12 @@ def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host:
             raise SystemExit(f"error: {exc}") from None
         app = _with_pool_lifespan(build(pool), pool)
         jsonlog.emit(log, "listening", app=name, host=host, port=port)
-        uvicorn.run(app, host=host, port=port, server_header=False, log_config=None)
+        uvicorn.run(
+            app, host=host, port=port, server_header=False, log_config=None,
+            # believe X-Forwarded-For only from configured proxies, so the logged source
+            # address (what fail2ban bans) cannot be forged by the client
+            proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
+        )
 
 
 def serve_api(settings: Settings, host: str, port: int) -> None:
@@ -136,4 +141,4 @@ def serve_door(settings: Settings, host: str, port: int) -> None:
             tolerance=settings.door_tolerance_seconds,
         )
 
-    _serve(build, settings, host, port, "vos-door")
+    _serve(build, settings, host, port, "vos-door", settings.door_trusted_proxies)

@@ -12,7 +12,8 @@ Environment variables:
     VOS_DOOR_SECRETS    JSON object: source name -> `whsec_…` secret, or a list of secrets
                         while a key is being rotated. Example:
                         `{"github": "whsec_…", "edge": ["whsec_new…", "whsec_old…"]}`
-    VOS_DOOR_MAX_BODY_BYTES, VOS_DOOR_TOLERANCE_SECONDS, VOS_EMBEDDED_PG_DIR,
+    VOS_DOOR_MAX_BODY_BYTES, VOS_DOOR_TOLERANCE_SECONDS, VOS_DOOR_TRUSTED_PROXIES,
+    VOS_EMBEDDED_PG_DIR,
     VOS_DB_POOL_MAX_SIZE, VOS_DB_TIMEOUT_SECONDS: see the field docs below.
 
 Example:
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     )
     door_max_body_bytes: int = Field(default=64 * 1024, ge=256, le=10 * 1024 * 1024)
     door_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    door_trusted_proxies: str = Field(
+        default="",
+        description="comma-separated proxy addresses whose X-Forwarded-For the door believes "
+        "(empty: none; the door then logs the TCP peer as the source for fail2ban)",
+    )
     embedded_pg_dir: Path = Field(
         default=Path.home() / ".local/share/vos/postgres",
         description="where local use keeps its embedded Postgres (never used in production)",

@@ -276,7 +276,8 @@ def test_vos_door_serve_end_to_end_logs_the_source_address_for_fail2ban(door, ap
                 time.sleep(0.2)
         bad = httpx.post(url, content=b"{}", headers={
             "webhook-id": "msg_e2e", "webhook-timestamp": str(int(time.time())),
-            "webhook-signature": "v1,AAAA"}, timeout=10)
+            "webhook-signature": "v1,AAAA",
+            "x-forwarded-for": "198.51.100.66"}, timeout=10)  # a forged source is ignored
         raw = json.dumps(CREATE).encode()
         ts = int(time.time())
         sig = Webhook(door.current).sign("msg_e2e_ok", datetime.fromtimestamp(ts, UTC),
@@ -295,6 +296,42 @@ def test_vos_door_serve_end_to_end_logs_the_source_address_for_fail2ban(door, ap
     assert rejects[1].startswith('{"event": "door_reject", "src": "127.0.0.1", '
                                  '"reason": "bad_signature"'), out
     assert door.current.removeprefix("whsec_") not in out
+    assert_fail2ban_filter_matches(rejects[1], "127.0.0.1")
+
+
+def assert_fail2ban_filter_matches(line: str, address: str) -> None:
+    """Contract with roles/fail2ban.py: its door filter must find the source in our line."""
+    import re
+    from pathlib import Path
+
+    template = Path(__file__).resolve().parents[2] / "templates/fail2ban/door-filter.conf.j2"
+    if not template.exists():
+        pytest.skip("no fail2ban door filter in this tree")
+    failregex = next(line.split("=", 1)[1].strip() for line in template.read_text().splitlines()
+                     if line.startswith("failregex"))
+    pattern = re.compile(failregex.replace("<ADDR>", r"(?P<host>[0-9a-fA-F.:]+)"))
+    match = pattern.search(line)
+    assert match and match.group("host") == address, (failregex, line)
+
+
+def test_vos_tenant_create_and_door_bind(owner_dsn):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def vos(*args):
+        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+                              text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+                              env={**os.environ, "DATABASE_URL": owner_dsn})
+
+    slug = f"cli-{secrets.token_hex(3)}"
+    created = vos("tenant", "create", slug, "--name", "CLI tenant")
+    assert created.returncode == 0, created.stderr
+    bound = vos("door", "bind", f"src-{slug}", "--tenant", slug)
+    assert bound.returncode == 0 and created.stdout.strip() in bound.stdout
+    missing = vos("door", "bind", "src-x", "--tenant", "no-such-tenant")
+    assert missing.returncode == 1 and "vos tenant create" in missing.stderr
 
 
 def test_vos_door_serve_refuses_to_run_as_the_owner(owner_dsn):

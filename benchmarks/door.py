@@ -128,6 +128,12 @@ async def hammer(url: str, requests: list, clients: int, seconds: float) -> tupl
     return latencies, statuses
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_pgbench(owner: str, clients: int, seconds: int, workdir: Path) -> float:
     pgbench = shutil.which("pgbench") or next(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
     script = workdir / "single_insert.sql"
@@ -174,9 +180,12 @@ def main() -> None:
         asyncio.run(hammer(url, requests[:4000], args.clients, 2))
         requests = requests[4000:]
         step(f"door: {args.clients} clients for {args.seconds} s")
+        door_cpu_before, client_cpu_before = cpu_seconds(door.pid), time.process_time()
         started = time.monotonic()
         latencies, statuses = asyncio.run(hammer(url, requests, args.clients, args.seconds))
         elapsed = time.monotonic() - started
+        door_cpu = cpu_seconds(door.pid) - door_cpu_before
+        client_cpu = time.process_time() - client_cpu_before
         door.terminate()
         door.wait(15)
         door = None
@@ -199,6 +208,10 @@ def main() -> None:
     print(f"door accepted callbacks/s : {rate:8.1f}  ({accepted} accepted in {elapsed:.1f} s, "
           f"statuses {dict(sorted(statuses.items()))}, {stored} rows incl. warm-up)")
     print(f"door latency p50 / p99    : {q[49] * 1000:8.1f} ms / {q[98] * 1000:.1f} ms")
+    print(f"CPU during the door run   : door {door_cpu / elapsed:.0%} of a core, "
+          f"load generator {client_cpu / elapsed:.0%} ({os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}); door CPU per accepted callback "
+          f"{door_cpu / max(accepted, 1) * 1000:.2f} ms")
     print(f"pgbench single-row INSERT : {tps:8.1f} TPS")
     print(f"ratio door / pgbench      : {rate / tps:8.3f}")
 

@@ -167,7 +167,9 @@ CREATE VIEW agent_cost_per_call WITH (security_invoker = true) AS
    GROUP BY tenant_id;
 
 CREATE VIEW agent_cost_by_model WITH (security_invoker = true) AS
-  SELECT tenant_id, provider, model_requested, model_served,
+  SELECT tenant_id, provider, model_requested,
+         array_agg(DISTINCT model_served) FILTER (WHERE model_served IS NOT NULL)
+           AS models_served,
          count(*) FILTER (WHERE outcome = 'ok') AS ok_attempts,
          count(*) AS attempts,
          sum(cost_usd) AS cost_usd,
@@ -176,7 +178,7 @@ CREATE VIEW agent_cost_by_model WITH (security_invoker = true) AS
          sum(cache_write_tokens) AS cache_write_tokens,
          sum(output_tokens) AS output_tokens
     FROM agent_calls
-   GROUP BY tenant_id, provider, model_requested, model_served;
+   GROUP BY tenant_id, provider, model_requested;
 
 CREATE VIEW agent_cost_by_agent WITH (security_invoker = true) AS
   SELECT c.tenant_id, c.agent_id, a.name AS agent_name,

@@ -139,9 +139,41 @@ def tenant_create(
     typer.echo(str(tenant_id))
 
 
+worker_app = typer.Typer(help="Dispatch workers (claim tasks with SKIP LOCKED).",
+                         no_args_is_help=True)
+
+
+@worker_app.command("run")
+def worker_run(
+    tenant: Annotated[list[str], typer.Option(help="tenant UUID to serve (repeatable)")],
+    handler: Annotated[str, typer.Option(
+        help="package.module:function that works one task dict and returns a result dict")],
+    worker_id: Annotated[str | None, typer.Option(
+        "--id", help="this worker's name in claims and events (default: host/pid)")] = None,
+    drain: Annotated[bool, typer.Option(help="stop when every queue is empty")] = False,
+    idle_seconds: Annotated[float, typer.Option(help="poll interval when idle", min=0.05)] = 1.0,
+) -> None:
+    """Claim Active tasks of the given tenants and run HANDLER on each (DATABASE_URL as vos_app)."""
+    import socket
+    import uuid
+
+    from app.main import run_worker
+
+    try:
+        tenant_ids = [uuid.UUID(t) for t in tenant]
+    except ValueError:
+        typer.echo("error: --tenant takes tenant UUIDs (`vos tenant create` prints them)", err=True)
+        raise typer.Exit(2) from None
+    name = worker_id or f"{socket.gethostname()}/{os.getpid()}"
+    worked = run_worker(_settings(), tenant_ids, handler, name, drain, idle_seconds)
+    if drain:
+        typer.echo(f"worked {worked} task(s)")
+
+
 def register(cli: typer.Typer) -> None:
     """Attach the app's command groups to the top-level `vos` CLI."""
     cli.add_typer(db_app, name="db")
     cli.add_typer(api_app, name="api")
     cli.add_typer(door_app, name="door")
     cli.add_typer(tenant_app, name="tenant")
+    cli.add_typer(worker_app, name="worker")

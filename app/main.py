@@ -142,3 +142,64 @@ def serve_door(settings: Settings, host: str, port: int) -> None:
         )
 
     _serve(build, settings, host, port, "vos-door", settings.door_trusted_proxies)
+
+
+def load_handler(spec: str) -> Callable[[dict], dict]:
+    """Import a worker handler from `package.module:function`.
+
+    Example:
+        load_handler("app.agents.runner:work_task")
+    """
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"error: --handler {spec!r} must look like package.module:function")
+    try:
+        handler = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"error: cannot load handler {spec!r}: {exc}") from None
+    if not callable(handler):
+        raise SystemExit(f"error: handler {spec!r} is not callable")
+    return handler
+
+
+def run_worker(settings: Settings, tenant_ids: list, handler_spec: str, worker_id: str,
+               drain: bool, idle_seconds: float) -> int:
+    """Run a dispatch worker over the given tenants; returns how many tasks it worked.
+
+    `drain` stops once every queue is empty (batch jobs, tests); otherwise it polls until
+    interrupted.
+    """
+    import threading
+
+    from app.dispatch.worker import Worker
+
+    jsonlog.configure()
+    handler = load_handler(handler_spec)
+    with database(settings) as dsn:
+        pool = open_pool(dsn, max_size=2, timeout=settings.db_timeout_seconds, name="vos-worker")
+        try:
+            try:
+                assert_app_role_is_confined(pool)
+            except UnsafeDatabaseRole as exc:
+                raise SystemExit(f"error: {exc}") from None
+            worker = Worker(pool, worker_id, handler)
+            jsonlog.emit(log, "worker_started", worker=worker_id, tenants=len(tenant_ids))
+            if not drain:
+                stop = threading.Event()
+                try:
+                    worker.run(tenant_ids, stop, idle_seconds=idle_seconds)
+                except KeyboardInterrupt:
+                    stop.set()
+                return 0
+            worked = 0
+            while True:
+                round_worked = sum(worker.run_once(t) for t in tenant_ids)
+                worked += round_worked
+                if not round_worked:
+                    jsonlog.emit(log, "worker_drained", worker=worker_id, worked=worked)
+                    return worked
+        finally:
+            pool.close()
+

@@ -321,3 +321,51 @@ def test_a_real_outage_gives_503_within_seconds_and_recovers(tmp_path, migrated_
         pool.close()
     finally:
         server.destroy()
+
+
+def summarise(task: dict) -> dict:
+    """A handler for `vos worker run` in the test below (importable by module path)."""
+    return {"summary": task["title"].upper()}
+
+
+def test_two_vos_worker_processes_drain_a_queue_without_overlap(app_dsn, owner_dsn, make_tenant):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tenant = make_tenant("procs")
+    with psycopg.connect(owner_dsn) as conn:
+        conn.execute("INSERT INTO tasks (tenant_id, title, status) SELECT %s, 'job ' || g, "
+                     "'Active' FROM generate_series(1, 300) g", [tenant.id])
+    env = {**os.environ, "DATABASE_URL": app_dsn}
+    cmd = [sys.executable, "-m", "cli", "worker", "run", "--tenant", str(tenant.id),
+           "--handler", "tests.integration.test_dispatch:summarise", "--drain"]
+    procs = [subprocess.Popen([*cmd, "--id", f"proc-{n}"], cwd=Path(__file__).parents[2],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for n in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    worked = [int(out.strip().splitlines()[-1].split()[1]) for out in outputs]
+    assert sum(worked) == 300, outputs
+    with psycopg.connect(owner_dsn) as conn:
+        statuses = conn.execute("SELECT status::text, count(*) FROM tasks WHERE tenant_id = %s "
+                                "GROUP BY 1", [tenant.id]).fetchall()
+        results = conn.execute(
+            "SELECT count(*), count(DISTINCT task_id) FROM task_events WHERE tenant_id = %s "
+            "AND kind = 'work.result'", [tenant.id]).fetchone()
+    assert statuses == [("Review", 300)]
+    assert results == (300, 300), "a task was worked twice"
+
+
+def test_vos_worker_run_refuses_a_bad_handler(app_dsn):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "worker", "run", "--tenant", str(uuid.uuid4()),
+         "--handler", "no_such_module:f", "--drain"], cwd=Path(__file__).parents[2],
+        env={**os.environ, "DATABASE_URL": app_dsn}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "cannot load handler 'no_such_module:f'" in out.stderr

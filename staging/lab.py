@@ -324,21 +324,36 @@ Host staging-*
         return scanner.scan(layout.netns, layout.vm_public, ports=ports)
 
     def run_pyinfra(
-        self, deploy: str | Path, extra: list[str] | None = None, timeout: float = 1800
+        self, deploy: str | Path, extra: list[str] | None = None, timeout: float = 2400
     ) -> subprocess.CompletedProcess[str]:
-        """`pyinfra -y inventory/staging.py <deploy>` against this state dir; output streamed
-        to ``<state dir>/pyinfra.log`` and returned."""
+        """`pyinfra -y inventory/staging.py <deploy>` against this state dir.
+
+        Output goes live to ``<state dir>/pyinfra.out`` (follow it with `tail -f`), is kept
+        in ``pyinfra.log`` across runs, and is returned in the CompletedProcess as well.
+        """
         pyinfra = Path(sys.executable).with_name("pyinfra")
         command = [str(pyinfra), "-y", str(INVENTORY), str(deploy), *(extra or [])]
-        progress(f"deploy: {' '.join(command)}")
+        log = self.state_dir / "pyinfra.log"
+        progress(f"deploy: {' '.join(command)} (live output: {log.with_suffix('.out')})")
         env = {**os.environ, "VOS_STAGING_DIR": str(self.state_dir)}
         started = time.monotonic()
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT
+        out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            process = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=REPO_ROOT)
+            try:
+                returncode = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise StagingError(
+                    f"pyinfra did not finish within {timeout:.0f} s; see {out_path}"
+                ) from None
+        result = subprocess.CompletedProcess(
+            command, returncode, out_path.read_text(), err_path.read_text()
         )
-        with open(self.state_dir / "pyinfra.log", "a") as log:
-            log.write(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}\n")
-        progress(f"deploy: exit {result.returncode} after {time.monotonic() - started:.0f} s")
+        with open(log, "a") as handle:
+            handle.write(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}\n")
+        progress(f"deploy: exit {returncode} after {time.monotonic() - started:.0f} s")
         return result
 
     def status(self) -> dict:

@@ -275,9 +275,15 @@ def test_ufw_rule_normalisation():
 
 
 def test_sysctl_sets_only_what_differs(debian):
-    plan = plan_role(sysctl.harden, debian)
-    assert "sysctl kernel.sysrq=0" in plan.commands
-    assert not any("fs.protected_hardlinks" in c for c in plan.commands if c.startswith("sysctl"))
+    live = {"fs.protected_hardlinks": 1, "kernel.sysrq": 16, "net.ipv4.ip_forward": 1}
+    facts = set_fact(debian, "server.Sysctl", live, keys=sorted(sysctl.HARDENED_SYSCTLS))
+    plan = plan_role(sysctl.harden, facts)
+    (command,) = plan.named("sysctl -w").commands
+    assert "kernel.sysrq=0" in command.split() and "fs.protected_fifos=1" in command.split()
+    assert "fs.protected_hardlinks=1" not in command  # already holds
+    converged = set_fact(debian, "server.Sysctl", dict(sysctl.HARDENED_SYSCTLS),
+                         keys=sorted(sysctl.HARDENED_SYSCTLS))
+    assert plan_role(sysctl.harden, converged).named("sysctl -w").commands == []
     assert "kernel.yama.ptrace_scope = 1" in plan.uploads["/etc/sysctl.d/99-vos-hardening.conf"]
 
 

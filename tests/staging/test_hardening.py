@@ -1,0 +1,227 @@
+"""The hardened host on the staging VM: converge, idempotence, outside scan, ssh-audit,
+mutation tests against the gate, and a real fail2ban ban.
+
+Cost (TCG, 2 shared cores): the converge is paid once by the `converged_vm` fixture; these
+tests add one idempotent re-run (~2-3 min), a few scans, and three throwaway VMs for the
+mutations and the ban (boot ~45-80 s each). Mutations that are independent share a VM, each
+one restored and the gate proven green again before the next.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
+
+import pytest
+from conftest import FULL_DEPLOY, pyinfra_output
+
+from checks.gate import Target, run_checks
+
+DOOR = 443
+DOOR_STANDIN = "vos-door-standin"
+
+
+def gate(vm, select: str | None = None):
+    """Run the deploy gate (every check in checks/) against the VM over the mesh."""
+    target = Target(url="ssh://staging-mesh", ssh_config=vm.ssh_config)
+    return run_checks(target, DOOR, "deploy", mesh_ip=vm.mesh_address, select=select)
+
+
+def assert_gate_fails_naming(vm, *fragments: str, select: str | None = None) -> str:
+    result = gate(vm, select)
+    summary = result.summary()
+    assert not result.ok, f"the gate passed although the invariant was broken:\n{summary}"
+    for fragment in fragments:
+        assert fragment in summary, f"gate output does not name {fragment!r}:\n{summary}"
+    return summary
+
+
+def assert_gate_green(vm, select: str | None = None) -> None:
+    result = gate(vm, select)
+    assert result.ok, result.summary()
+
+
+@contextmanager
+def door_standin(vm):
+    """A listener on the door port (the door app ships with the stack issue): without one,
+    "exactly one open port" cannot be observed, only "none"."""
+    vm.ssh(f"sudo systemd-run --unit {DOOR_STANDIN} python3 -m http.server {DOOR} "
+           "--bind 0.0.0.0")
+    try:
+        deadline = time.monotonic() + 30
+        while vm.ssh(f"ss -Htln 'sport = :{DOOR}' | grep -q LISTEN", check=False).returncode:
+            assert time.monotonic() < deadline, "door stand-in did not start listening"
+            time.sleep(1)
+        yield
+    finally:
+        vm.ssh(f"sudo systemctl stop {DOOR_STANDIN}", check=False)
+
+
+def changed_operations(output: str) -> list[str]:
+    """Operations pyinfra's results table counts as changed (Success column not '-')."""
+    changed = []
+    in_results = False
+    for line in output.splitlines():
+        if "--> Results:" in line:
+            in_results = True
+            continue
+        if not in_results:
+            continue
+        columns = re.split(r"\s{2,}", line.strip())
+        if len(columns) == 5 and columns[0] not in ("Operation", "Grand total"):
+            if columns[2] != "-":
+                changed.append(columns[0])
+    return changed
+
+
+# ------------------------------------------------------------- the converged host
+
+
+def test_converged_host_passes_every_check(converged_vm):
+    """Fresh VM -> full deploy (the fixture) -> every check in checks/ green."""
+    assert_gate_green(converged_vm)
+
+
+def test_outside_scan_sees_exactly_the_door(converged_vm):
+    """From the public namespace: nothing open but the door (with a listener on it)."""
+    assert converged_vm.scan() == [], "ports open on the public address without any door"
+    with door_standin(converged_vm):
+        assert converged_vm.scan() == [DOOR]
+
+
+def test_ssh_answers_only_on_the_mesh(converged_vm):
+    """SSH: refused/filtered on the public address, working on the mesh address."""
+    public = subprocess.run(["ssh", "-F", converged_vm.ssh_config, "-o", "ConnectTimeout=8",
+                             "staging-public", "true"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert public.returncode != 0, "SSH still answers on the public address"
+    mesh = subprocess.run(["ssh", "-F", converged_vm.ssh_config, "staging-mesh", "true"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert mesh.returncode == 0, f"SSH over the mesh failed: {mesh.stderr}"
+
+
+def test_ssh_audit_hardened_ubuntu_2404_policy(converged_vm):
+    """ssh-audit's built-in "Hardened Ubuntu Server 24.04 LTS" policy, from the operator side
+    against the mesh address, exits 0."""
+    audit = shutil.which("ssh-audit") or pytest.fail("ssh-audit missing: pip install -e .[test]")
+    policies = subprocess.run([audit, "-L"], capture_output=True, text=True, timeout=60).stdout
+    names = re.findall(r'"(Hardened Ubuntu Server 24\.04 LTS \(version \d+\))"', policies)
+    assert names, f"ssh-audit has no Ubuntu 24.04 server policy:\n{policies[:500]}"
+    result = subprocess.run([audit, "-P", names[-1], converged_vm.mesh_address],
+                            capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, f"{names[-1]} failed:\n{result.stdout[-3000:]}"
+
+
+def test_second_deploy_changes_nothing(converged_vm):
+    """Idempotence, from pyinfra's own results table."""
+    result = converged_vm.run_pyinfra(FULL_DEPLOY)
+    output = pyinfra_output(result)
+    assert result.returncode == 0, output[-4000:]
+    assert "--> Results:" in output, output[-2000:]
+    assert changed_operations(output) == [], output[-6000:]
+
+
+# ------------------------------------------------------------- mutations (throwaway VMs)
+
+
+def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
+    """Listener on 0.0.0.0:9999, `ufw allow 5432`, PasswordAuthentication yes,
+    PermitRootLogin yes, fail2ban stopped: each fails the gate naming the cause; each is
+    restored and the gate is green again before the next."""
+    vm = fresh_converged_vm
+    assert_gate_green(vm)
+
+    vm.ssh("sudo systemd-run --unit vos-mutation-9999 python3 -m http.server 9999 "
+           "--bind 0.0.0.0")
+    time.sleep(3)
+    assert_gate_fails_naming(vm, "EXPOSURE §1: python3 (pid", "listens on 0.0.0.0:9999",
+                             "bind it to the mesh IP")
+    vm.ssh("sudo systemctl stop vos-mutation-9999")
+
+    vm.ssh("sudo ufw allow 5432")
+    assert_gate_fails_naming(vm, "FIREWALL §5: UFW rule `5432 ALLOW IN Anywhere`",
+                             "sudo ufw delete allow 5432")
+    vm.ssh("sudo ufw delete allow 5432")
+
+    mutation = "/etc/ssh/sshd_config.d/00-a-mutation.conf"
+    for line, named in (("PasswordAuthentication yes", "passwordauthentication is yes"),
+                        ("PermitRootLogin yes", "permitrootlogin is yes")):
+        vm.ssh(f"echo '{line}' | sudo tee {mutation} && sudo sshd -t && "
+               "sudo systemctl reload ssh")
+        assert_gate_fails_naming(vm, f"SSH §6: {named}, must be no")
+        vm.ssh(f"sudo rm {mutation} && sudo systemctl reload ssh")
+
+    vm.ssh("sudo systemctl stop fail2ban")
+    assert_gate_fails_naming(vm, "FAIL2BAN §9: fail2ban is not running")
+    vm.ssh("sudo systemctl start fail2ban && sleep 3")
+
+    assert_gate_green(vm)
+
+
+PROBE_IMAGE = (
+    "set -e; command -v busybox >/dev/null || "
+    "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; "
+    "d=$(mktemp -d); mkdir -p $d/bin $d/www; cp $(command -v busybox) $d/bin/busybox; "
+    "echo probe > $d/www/index.html; sudo tar -C $d -c . | sudo docker import - vos-probe:1"
+)
+
+
+def test_docker_published_ports_mutation(fresh_converged_vm):
+    """`-p 8080:80` lands on the mesh IP (daemon.json "ip"), so the gate stays green and the
+    outside sees nothing; `-p 0.0.0.0:8080:80` fails the gate naming the container — and the
+    DOCKER-USER guard still keeps it unreachable from outside."""
+    vm = fresh_converged_vm
+    vm.ssh(PROBE_IMAGE, timeout=600)
+    run = "sudo docker run -d --name {name} -p {publish} vos-probe:1 /bin/busybox httpd -f " \
+          "-p 80 -h /www"
+
+    vm.ssh(run.format(name="probe-default", publish="8080:80"))
+    bound = vm.ssh("sudo docker port probe-default 80").stdout
+    assert bound.strip().startswith(f"{vm.mesh_address}:8080"), bound
+    assert_gate_green(vm, select="exposure or docker")
+    assert vm.scan(ports="8080") == []
+    vm.ssh("sudo docker rm -f probe-default")
+
+    vm.ssh(run.format(name="probe-public", publish="0.0.0.0:8081:80"))
+    assert_gate_fails_naming(vm, "EXPOSURE §2: container probe-public (vos-probe:1) publishes "
+                                 "0.0.0.0:8081->80/tcp", f"{vm.mesh_address}:8081:80",
+                             select="exposure")
+    assert vm.scan(ports="8081") == [], "DOCKER-USER let a 0.0.0.0 publish through"
+    reached = vm.ssh(f"busybox wget -q -T 5 -O - http://{vm.mesh_address}:8081/ || true").stdout
+    assert "probe" in reached, "the container is not reachable over the mesh either"
+    vm.ssh("sudo docker rm -f probe-public")
+    assert_gate_green(vm, select="exposure")
+
+
+def test_fail2ban_bans_repeated_bad_logins(fresh_converged_vm):
+    """Open public SSH on purpose (the attack surface fail2ban guards), make 6 failed logins
+    from the public namespace's scanner address, and see that address banned within seconds."""
+    vm = fresh_converged_vm
+    layout = vm.lab.state.layout
+    attacker = layout.scanner_public
+    vm.ssh(f"printf 'ListenAddress {vm.public_address}\\n' | "
+           "sudo tee /etc/ssh/sshd_config.d/11-test-public.conf && sudo sshd -t && "
+           "sudo systemctl reload ssh && sudo ufw allow 22/tcp")
+    for _ in range(6):
+        subprocess.run(["ip", "netns", "exec", layout.netns, "ssh", "-o", "BatchMode=yes",
+                        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                        "-o", "ConnectTimeout=8", "-o", "PreferredAuthentications=password",
+                        f"attacker@{vm.public_address}", "true"],
+                       capture_output=True, timeout=30, check=False)
+    deadline = time.monotonic() + 60
+    banned = ""
+    while time.monotonic() < deadline:
+        banned = vm.ssh("sudo fail2ban-client get sshd banned", check=False).stdout
+        if attacker in banned:
+            break
+        time.sleep(2)
+    assert attacker in banned, f"{attacker} not banned: {banned}\n" + vm.ssh(
+        "sudo fail2ban-client status sshd; sudo journalctl -u ssh -n 20 --no-pager",
+        check=False).stdout
+    probe = subprocess.run(["ip", "netns", "exec", layout.netns, "timeout", "5", "bash", "-c",
+                            f"exec 3<>/dev/tcp/{vm.public_address}/22"],
+                           capture_output=True, timeout=30, check=False)
+    assert probe.returncode != 0, "banned address still reaches port 22"

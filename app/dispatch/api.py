@@ -197,6 +197,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         diag = exc.diag.message_primary or str(exc)
         return answer(409, f"rejected by the database: {diag}")
 
+    @app.exception_handler(psycopg.DataError)
+    def bad_data(_req: Request, exc: psycopg.DataError) -> JSONResponse:
+        # values the model let through but Postgres cannot store (NUL bytes, numeric overflow)
+        first = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        return answer(422, f"rejected by the database: {first}")
+
     @app.exception_handler(UnsafeDatabaseRole)
     def unsafe_role(_req: Request, exc: UnsafeDatabaseRole) -> JSONResponse:
         jsonlog.emit(log, "db_role_unsafe", level=logging.ERROR, detail=str(exc))

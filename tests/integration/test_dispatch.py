@@ -114,6 +114,11 @@ def test_assign_list_and_delete_through_the_api(api, app_pool, tenant, make_tena
 def test_only_draft_tasks_can_be_deleted(api, tenant):
     h = headers(tenant)
     task = api.post("/tasks", json={"title": "t", "status": "Active"}, headers=h).json()
+    draft = api.post("/tasks", json={"title": "d"}, headers=h).json()
+    assert [t["id"] for t in api.get("/tasks", params={"status": "Active"}, headers=h).json()] \
+        == [task["id"]]
+    assert [t["id"] for t in api.get("/tasks", params={"status": "Draft"}, headers=h).json()] \
+        == [draft["id"]]
     r = api.delete(f"/tasks/{task['id']}", headers=h)
     assert r.status_code == 409 and "only Draft tasks" in r.json()["detail"]
 

@@ -104,19 +104,28 @@ def door_bind(
     """Route a door source's callbacks to a tenant (owner operation, DATABASE_URL)."""
     import psycopg
 
+    try:
+        row = _bind(psycopg, source, tenant)
+    except psycopg.IntegrityError as exc:
+        typer.echo(f"error: {exc.diag.message_primary} (source names: lowercase letters, "
+                   "digits, - and _)", err=True)
+        raise typer.Exit(1) from None
+    if row is None:
+        typer.echo(f"error: no tenant with slug {tenant!r}; create it with "
+                   "`vos tenant create`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"door source {source} -> tenant {tenant} ({row[0]})")
+
+
+def _bind(psycopg, source: str, tenant: str):
     with psycopg.connect(_owner_dsn_or_exit()) as conn:
-        row = conn.execute(
+        return conn.execute(
             """INSERT INTO door_sources (source, tenant_id)
                SELECT %s, id FROM tenants WHERE slug = %s
                ON CONFLICT (source) DO UPDATE SET tenant_id = EXCLUDED.tenant_id
                RETURNING tenant_id""",
             [source, tenant],
         ).fetchone()
-    if row is None:
-        typer.echo(f"error: no tenant with slug {tenant!r}; create it with "
-                   "`vos tenant create`", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"door source {source} -> tenant {tenant} ({row[0]})")
 
 
 @tenant_app.command("create")

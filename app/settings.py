@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_PREFIX = "whsec_"
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # as door_sources.source allows
 
 
 def decode_whsec(secret: str) -> bytes:
@@ -101,6 +103,11 @@ class Settings(BaseSettings):
     @classmethod
     def _secrets_are_whsec(cls, value: dict[str, list[SecretStr]]) -> dict[str, list[SecretStr]]:
         for source, secrets in value.items():
+            if not SOURCE_NAME.match(source):
+                raise ValueError(
+                    f"door source name {source!r} must be lowercase letters, digits, - and _ "
+                    "(at most 63, starting with a letter or digit)"
+                )
             if not secrets:
                 raise ValueError(f"door source {source!r} has no secret")
             for secret in secrets:

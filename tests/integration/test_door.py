@@ -332,6 +332,9 @@ def test_vos_tenant_create_and_door_bind(owner_dsn):
     assert bound.returncode == 0 and created.stdout.strip() in bound.stdout
     missing = vos("door", "bind", "src-x", "--tenant", "no-such-tenant")
     assert missing.returncode == 1 and "vos tenant create" in missing.stderr
+    bad_name = vos("door", "bind", "Bad Name", "--tenant", slug)
+    assert bad_name.returncode == 1 and "source names: lowercase" in bad_name.stderr
+    assert "Traceback" not in bad_name.stderr
 
 
 def test_vos_door_serve_refuses_to_run_as_the_owner(owner_dsn):

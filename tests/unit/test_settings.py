@@ -44,6 +44,7 @@ def test_database_url_is_read_and_never_shown(monkeypatch):
         ('{"edge": "not-base64!!"}', "not `whsec_` followed by base64"),
         ('{"edge": "whsec_c2hvcnQ="}', "shorter than 16 bytes"),
         ('{"edge": []}', "has no secret"),
+        ('{"Edge Fn": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}', "must be lowercase letters"),
     ],
 )
 def test_bad_door_secrets_are_refused_without_echoing_them(monkeypatch, value, message):

@@ -232,8 +232,13 @@ def create_door_app(
             return JSONResponse(
                 {"error": "unavailable", "detail": "try again later"}, status_code=503
             )
-        status = 202 if result["status"] == "accepted" else 200
-        return JSONResponse(result, status_code=status)
+        if result["status"] == "duplicate":
+            # visible, but not a rejection: a sender's retry must not feed fail2ban
+            jsonlog.emit(log, "door_duplicate",
+                         src=request.client.host if request.client else "-", source=source,
+                         webhook_id=result["webhook_id"])
+            return JSONResponse(result, status_code=200)
+        return JSONResponse(result, status_code=202)
 
     @app.exception_handler(StarletteHTTPException)
     async def no_such_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -90,12 +90,15 @@ def test_a_good_callback_becomes_one_active_task(door, owner_dsn):
     assert door.rows() == {"callbacks": 1, "tasks": 1, "task_events": 1}
 
 
-def test_a_replayed_webhook_id_is_accepted_exactly_once(door):
+def test_a_replayed_webhook_id_is_accepted_exactly_once(door, caplog):
     first = door.post(CREATE, msg_id="msg_replay_1")
     again = door.post(CREATE, msg_id="msg_replay_1")
     assert first.status_code == 202
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     assert door.rows() == {"callbacks": 1, "tasks": 1, "task_events": 1}
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "vos.door"]
+    assert [line["event"] for line in lines] == ["door_duplicate"]  # logged, not a rejection
+    assert lines[0]["webhook_id"] == "msg_replay_1"
 
 
 def test_concurrent_deliveries_of_one_webhook_id_are_accepted_once(door):

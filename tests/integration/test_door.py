@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import threading
 import time
@@ -91,6 +92,7 @@ def test_a_good_callback_becomes_one_active_task(door, owner_dsn):
 
 
 def test_a_replayed_webhook_id_is_accepted_exactly_once(door, caplog):
+    caplog.set_level(logging.INFO, logger="vos.door")
     first = door.post(CREATE, msg_id="msg_replay_1")
     again = door.post(CREATE, msg_id="msg_replay_1")
     assert first.status_code == 202

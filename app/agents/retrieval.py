@@ -1,11 +1,12 @@
 """Surgical retrieval: documents split into passages, the best few under a token budget.
 
-Passages live in Postgres with a generated `tsvector` and a GIN index. A task's text becomes
-an OR-query of its lexemes; each lexeme is weighted by its rarity among the tenant's passages
-(inverse document frequency, counted through the same index), and a passage scores the sum
-of the weights of the lexemes it contains. The top passages are packed greedily under the
-call's token budget; passages scoring far below the best are left out rather than used as
-filler. A call never receives a whole document.
+Passages live in Postgres with a generated `tsvector` and a GIN index. A task's lexemes are
+weighted by their rarity among the tenant's passages (inverse document frequency, counted
+through the same index); the GIN index finds candidate passages holding any of them. The
+candidates are re-ranked per clause of the task (a task often asks two things) with a bonus
+when matched terms stand close together, and the clauses take turns filling the call's token
+budget. Passages scoring far below the best are left out rather than used as filler. A call
+never receives a whole document.
 
 Example:
     with tenant_transaction(pool, tenant_id) as conn:
@@ -95,20 +96,26 @@ def add_document(conn: psycopg.Connection, tenant_id: Any, title: str, text: str
     return document_id
 
 
-_SCORED_PASSAGES = """
+_TERM_IDF = """
 WITH terms AS (
-  SELECT DISTINCT lexeme, quote_literal(lexeme)::tsquery AS query
-    FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme
+  SELECT DISTINCT lexeme FROM unnest(%(terms)s::text[]) AS lexeme
 ), corpus AS (
   SELECT count(*)::float AS n FROM passages
-), weighted AS (
-  SELECT t.query,
-         ln(1 + (c.n - df.n + 0.5) / (df.n + 0.5)) AS idf
-    FROM terms t CROSS JOIN corpus c
-    CROSS JOIN LATERAL (SELECT count(*)::float AS n FROM passages p WHERE p.tsv @@ t.query) df
-   WHERE df.n > 0
 )
-SELECT p.id, p.document_id, d.title, p.ordinal, p.body, p.tokens, sum(w.idf) AS score
+SELECT t.lexeme, ln(1 + (c.n - df.n + 0.5) / (df.n + 0.5)) AS idf
+  FROM terms t CROSS JOIN corpus c
+  CROSS JOIN LATERAL (SELECT count(*)::float AS n FROM passages p
+                       WHERE p.tsv @@ quote_literal(t.lexeme)::tsquery) df
+ WHERE df.n > 0
+"""
+
+_CANDIDATES = """
+WITH weighted AS (
+  SELECT quote_literal(w.lexeme)::tsquery AS query, w.idf
+    FROM unnest(%(terms)s::text[], %(idfs)s::float[]) AS w (lexeme, idf)
+)
+SELECT p.id, p.document_id, d.title, p.ordinal, p.body, p.tokens, p.tsv::text AS tsv,
+       sum(w.idf) AS score
   FROM passages p
   JOIN weighted w ON p.tsv @@ w.query
   JOIN documents d ON d.id = p.document_id
@@ -117,30 +124,101 @@ SELECT p.id, p.document_id, d.title, p.ordinal, p.body, p.tokens, sum(w.idf) AS 
  LIMIT %(limit)s
 """
 
+_CLAUSE_SPLIT = re.compile(r"[,;:?!.]\s|\band\b|\bthen\b|\n", re.IGNORECASE)
+_TSV_ENTRY = re.compile(r"'((?:[^']|'')*)':([0-9A-D,]+)")
+PROXIMITY_WINDOW = 6
+
+
+def split_clauses(query: str) -> list[str]:
+    """Sub-questions of a task: a task asking two things gets passages for both.
+
+    Example:
+        >>> split_clauses("confirm the port of kestrel and the owner of orchid")
+        ['confirm the port of kestrel', 'the owner of orchid']
+    """
+    return [c.strip() for c in _CLAUSE_SPLIT.split(query) if c.strip()]
+
+
+def _positions(tsv: str) -> dict[str, list[int]]:
+    """Lexeme -> word positions, from a tsvector's text form."""
+    return {m.group(1).replace("''", "'"): [int(re.sub(r"\D", "", x))
+                                            for x in m.group(2).split(",")]
+            for m in _TSV_ENTRY.finditer(tsv)}
+
+
+def _clause_score(terms: list[str], idf: dict[str, float],
+                  positions: dict[str, list[int]]) -> float:
+    """Sum of matched terms' IDF, plus a bonus for each pair of matched terms that stand
+    within a few words of each other (the fact, not a passing mention)."""
+    matched = [t for t in terms if t in positions and t in idf]
+    score = sum(idf[t] for t in matched)
+    for i, a in enumerate(matched):
+        for b in matched[i + 1:]:
+            gap = min(abs(x - y) for x in positions[a] for y in positions[b])
+            if gap <= PROXIMITY_WINDOW:
+                score += min(idf[a], idf[b])
+    return score
+
 
 def retrieve(conn: psycopg.Connection, query: str, token_budget: int, *,
-             max_passages: int = 12, min_relative_score: float = 0.3) -> list[Passage]:
+             max_passages: int = 12, min_relative_score: float = 0.5,
+             candidates: int = 80) -> list[Passage]:
     """The best passages for `query` whose tokens fit `token_budget`, best first.
 
-    Passages scoring below `min_relative_score` × the best score are not included.
+    The query is split into clauses; each clause ranks the candidates by IDF-weighted term
+    matches with a proximity bonus, and the clauses take turns picking their next best
+    passage, so every sub-question is served before any gets a second passage. A clause
+    made only of common words (its rarest term under half as rare as the query's rarest)
+    does not pick; nor do passages scoring under `min_relative_score` x the clause's best.
     """
     if token_budget <= 0:
         return []
-    rows = conn.execute(_SCORED_PASSAGES, {"query": query, "limit": max_passages * 4}).fetchall()
-    if not rows:
+    clauses = split_clauses(query) or [query]
+    clause_terms = [row["terms"] for row in conn.execute(
+        "SELECT tsvector_to_array(to_tsvector('english', c)) AS terms "
+        "FROM unnest(%s::text[]) WITH ORDINALITY AS q (c, n) ORDER BY n", [clauses])]
+    all_terms = sorted({t for terms in clause_terms for t in terms})
+    idf = {r["lexeme"]: r["idf"] for r in conn.execute(_TERM_IDF, {"terms": all_terms})}
+    if not idf:
         return []
-    floor = rows[0]["score"] * min_relative_score
-    picked: list[Passage] = []
-    used = 0
-    for row in rows:
-        if row["score"] < floor or len(picked) >= max_passages:
-            break
-        if used + row["tokens"] > token_budget:
+    rows = conn.execute(_CANDIDATES, {"terms": list(idf), "idfs": list(idf.values()),
+                                      "limit": candidates}).fetchall()
+    rarest = max(idf.values())
+    rankings = []
+    for terms in clause_terms:
+        if max((idf.get(t, 0.0) for t in terms), default=0.0) < rarest / 2:
             continue
-        picked.append(Passage(row["id"], row["document_id"], row["title"], row["ordinal"],
-                              row["body"], row["tokens"], float(row["score"])))
-        used += row["tokens"]
-    return picked
+        scored = sorted(((_clause_score(terms, idf, _positions(r["tsv"])), r) for r in rows),
+                        key=lambda pair: (-pair[0], pair[1]["id"]))
+        if scored and scored[0][0] > 0:
+            floor = scored[0][0] * min_relative_score
+            rankings.append([(score, r) for score, r in scored if score >= floor])
+    return _pack(rankings, token_budget, max_passages)
+
+
+def _pack(rankings: list[list[tuple[float, dict]]], token_budget: int,
+          max_passages: int) -> list[Passage]:
+    """Clauses take turns adding their next best passage that still fits the budget."""
+    picked: dict[int, Passage] = {}
+    used = 0
+    cursors = [0] * len(rankings)
+    progress = True
+    while progress and len(picked) < max_passages:
+        progress = False
+        for i, ranking in enumerate(rankings):
+            while cursors[i] < len(ranking):
+                score, row = ranking[cursors[i]]
+                cursors[i] += 1
+                if row["id"] in picked or used + row["tokens"] > token_budget:
+                    continue
+                picked[row["id"]] = Passage(row["id"], row["document_id"], row["title"],
+                                            row["ordinal"], row["body"], row["tokens"], score)
+                used += row["tokens"]
+                progress = True
+                break
+            if len(picked) >= max_passages:
+                break
+    return list(picked.values())
 
 
 def format_passages(passages: list[Passage]) -> str:

@@ -186,3 +186,6 @@ def register(cli: typer.Typer) -> None:
     cli.add_typer(door_app, name="door")
     cli.add_typer(tenant_app, name="tenant")
     cli.add_typer(worker_app, name="worker")
+    from app.agents.cli import register as register_agents  # vos fake-providers, vos agents
+
+    register_agents(cli)

@@ -115,6 +115,32 @@ def settle(conn: psycopg.Connection, reservation: Reservation, actual_usd: Decim
     )
 
 
+def expire_stale(conn: psycopg.Connection, older_than_seconds: float = 900) -> int:
+    """Settle reservations left open by a crashed caller, charging their full estimate.
+
+    An attempt that never settled may still have been billed by the provider, so the
+    worst case is the honest charge; it also frees the agent's reserved money. Returns how
+    many were settled. Run it periodically (or before reading budgets) inside a tenant
+    transaction.
+    """
+    stale = conn.execute(
+        """UPDATE budget_reservations SET status = 'settled', actual_usd = estimated_usd,
+                  settled_at = now()
+            WHERE status = 'open' AND created_at < now() - make_interval(secs => %s)
+        RETURNING agent_id, estimated_usd""",
+        [older_than_seconds],
+    ).fetchall()
+    for row in stale:
+        agent_id, estimate = _row_values(row, ("agent_id", "estimated_usd"))
+        conn.execute(
+            """UPDATE agent_spend SET reserved_usd = reserved_usd - %s,
+                      spent_usd = spent_usd + %s, updated_at = now()
+                WHERE agent_id = %s""",
+            [estimate, estimate, agent_id],
+        )
+    return len(stale)
+
+
 def _row_values(row: Any, keys: tuple[str, ...]) -> tuple:
     """Read a row from either a dict-row or a tuple-row connection."""
     if isinstance(row, dict):

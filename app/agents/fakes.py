@@ -40,6 +40,7 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 OPENAI_CACHE_MIN = 1024
 OPENAI_CACHE_STEP = 128
 DEFAULT_CONTEXT_WINDOW = 200_000
+MAX_RECEIVED = 10_000
 
 
 def fake_tokenize(text: str) -> list[str]:
@@ -194,6 +195,7 @@ class FakeProviderServer:
                         ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()},
                                         body)
                     )
+                    del server.received[:-MAX_RECEIVED]  # a long demo must not grow forever
                 try:
                     server._dispatch(self, body)
                 except (BrokenPipeError, ConnectionResetError):

@@ -147,3 +147,18 @@ def test_spend_cannot_go_negative_or_be_settled_twice(app_pool, owner_dsn, make_
         budgets.settle(conn, reservation, Decimal("0.0001"))
         with pytest.raises(RuntimeError, match="already settled"):
             budgets.settle(conn, reservation, Decimal("0.0001"))
+
+
+def test_a_reservation_left_open_by_a_crash_is_charged_at_its_estimate(app_pool, owner_dsn,
+                                                                       make_tenant):
+    tenant = make_tenant("crash")
+    agent = make_agent(app_pool, owner_dsn, tenant, Decimal(1))
+    price = PriceBook(DEFAULT_PRICES).price_at("openai", "gpt-4.1")
+    with tenant_transaction(app_pool, tenant.id) as conn:
+        reservation = budgets.reserve(conn, tenant.id, agent, uuid.uuid4(), price,
+                                      worst_case_usage(1000, 100))
+    with tenant_transaction(app_pool, tenant.id) as conn:
+        assert budgets.expire_stale(conn, older_than_seconds=3600) == 0  # still fresh
+        assert budgets.expire_stale(conn, older_than_seconds=0) == 1
+        spend = conn.execute("SELECT spent_usd, reserved_usd FROM agent_spend").fetchone()
+    assert spend == {"spent_usd": reservation.estimated_usd, "reserved_usd": 0}

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-agents_app = typer.Typer(help="The agent workforce: sanitizer and price table.",
+agents_app = typer.Typer(help="The agent workforce: work tasks, sanitizer, price table.",
                          no_args_is_help=True)
 
 
@@ -79,6 +79,118 @@ def sanitize(
     sys.stdout.write(result.text)
     summary = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items())) or "nothing"
     typer.echo(f"redacted: {summary}", err=True)
+
+
+@agents_app.command("work")
+def work(
+    tenant: Annotated[list[str], typer.Option(help="tenant UUID to serve (repeatable)")],
+    config: Annotated[str, typer.Option(
+        help="workforce config: a JSON file path (deployments, default_chain, retry, pii, "
+             "system_prompt, tools); API keys are named by env var, never written in it")],
+    worker_id: Annotated[str | None, typer.Option(
+        "--id", help="this worker's name in claims and events (default: host/pid)")] = None,
+    drain: Annotated[bool, typer.Option(help="stop when every queue is empty")] = False,
+    idle_seconds: Annotated[float, typer.Option(help="poll interval when idle", min=0.05)] = 1.0,
+) -> None:
+    """Work Active tasks with their assigned agents (DATABASE_URL as vos_app).
+
+    Each task goes to its assignee's model chain with the top passages for it; every attempt
+    is priced into the ledger and reserved against the agent's budget first.
+    """
+    import os
+    import socket
+    import threading
+    import uuid
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from app.agents.config import WorkforceConfig, build_router, tool_specs
+    from app.agents.ledger import PostgresAccounting
+    from app.agents.workforce import Workforce
+    from app.db import assert_app_role_is_confined, open_pool
+    from app.dispatch.worker import Worker
+    from app.main import database
+
+    try:
+        tenant_ids = [uuid.UUID(t) for t in tenant]
+        cfg = WorkforceConfig.model_validate_json(Path(config).read_text())
+    except (ValueError, OSError, ValidationError) as exc:
+        typer.echo(f"error: {exc}\n(--tenant takes UUIDs; --config a readable JSON file)",
+                   err=True)
+        raise typer.Exit(2) from None
+    settings = _load_settings()
+    name = worker_id or f"{socket.gethostname()}/{os.getpid()}"
+    with database(settings) as dsn:
+        pool = open_pool(dsn, max_size=4, timeout=settings.db_timeout_seconds,
+                         name="vos-agents")
+        try:
+            assert_app_role_is_confined(pool)
+            router = build_router(cfg, PostgresAccounting(pool), dict(os.environ))
+            workforce = Workforce(pool, router, cfg.system_prompt, tool_specs(cfg),
+                                  cfg.retrieval_token_budget)
+            worker = Worker(pool, name, workforce.handle)
+            if not drain:
+                stop = threading.Event()
+                try:
+                    worker.run(tenant_ids, stop, idle_seconds=idle_seconds)
+                except KeyboardInterrupt:
+                    stop.set()
+                return
+            worked = 0
+            while round_worked := sum(worker.run_once(t) for t in tenant_ids):
+                worked += round_worked
+            typer.echo(f"worked {worked} task(s)")
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            pool.close()
+
+
+@agents_app.command("seed-prices")
+def seed_prices_command(
+    tenant: Annotated[str, typer.Option(help="tenant UUID whose price table to fill")],
+) -> None:
+    """Add the built-in list prices to a tenant's versioned price table (DATABASE_URL).
+
+    Existing versions are kept; later prices go in as new rows with a later effective_from.
+    """
+    import uuid
+
+    from app.agents.ledger import seed_prices
+    from app.db import open_pool, tenant_transaction
+    from app.main import database
+
+    try:
+        tenant_id = uuid.UUID(tenant)
+    except ValueError:
+        typer.echo("error: --tenant takes a tenant UUID (`vos tenant create` prints it)", err=True)
+        raise typer.Exit(2) from None
+    settings = _load_settings()
+    with database(settings) as dsn:
+        pool = open_pool(dsn, max_size=1, timeout=settings.db_timeout_seconds, name="vos-prices")
+        try:
+            with tenant_transaction(pool, tenant_id, actor="cli") as conn:
+                added = seed_prices(conn, tenant_id)
+        finally:
+            pool.close()
+    typer.echo(f"added {added} price version(s) for tenant {tenant_id}")
+
+
+def _load_settings():
+    """The app's settings, or exit 2 naming what is wrong."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        typer.echo(f"error: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from None
 
 
 @agents_app.command("prices")

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, HttpUrl, model_validator
 
+from app.agents.prefix import ToolSpec
 from app.agents.providers import build_provider
 from app.agents.router import Accounting, Deployment, RetryPolicy, Router
 from app.agents.sanitize import PII_PATTERNS, Sanitizer
@@ -37,11 +38,21 @@ class DeploymentConfig(BaseModel):
     timeout_seconds: float = Field(default=60, gt=0, le=600)
 
 
+class ToolConfig(BaseModel):
+    """A tool definition that is part of every agent's stable (cached) prefix."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str
+    parameters: dict = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
 class WorkforceConfig(BaseModel):
     """All deployments, the chain agents use unless their model_preferences say otherwise,
-    the retry policy and the PII patterns to redact."""
+    the retry policy, the PII patterns to redact, and the shared system prompt and tools."""
 
     deployments: list[DeploymentConfig] = Field(min_length=1)
+    system_prompt: str = "You are an agent of the Agent VOS. Answer from the context given."
+    tools: list[ToolConfig] = Field(default_factory=list)
     default_chain: list[str] = Field(default_factory=list)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     pii: list[str] = Field(default_factory=lambda: ["email"])
@@ -62,6 +73,11 @@ class WorkforceConfig(BaseModel):
             raise ValueError(
                 f"unknown pii pattern(s) {bad_pii}; choose from {sorted(PII_PATTERNS)}")
         return self
+
+
+def tool_specs(config: WorkforceConfig) -> tuple[ToolSpec, ...]:
+    """The configured tools as prompt ToolSpecs."""
+    return tuple(ToolSpec(t.name, t.description, t.parameters) for t in config.tools)
 
 
 def build_router(config: WorkforceConfig, accounting: Accounting,

@@ -76,13 +76,36 @@ class GateResult:
         return "\n".join(lines)
 
 
+def ssh_config_text(target: Target, control_dir: Path) -> str:
+    """An ssh_config for the checks: connection sharing (one SSH handshake for all checks,
+    not one per command) plus the target's key and pinned known_hosts. testinfra's pytest
+    plugin drops `--ssh-extra-args`, so everything goes through `--ssh-config`.
+
+    Example:
+        >>> "StrictHostKeyChecking yes" in ssh_config_text(Target("ssh://h", known_hosts_file="/k"),
+        ...                                                Path("/tmp"))
+        True
+    """
+    lines = ["Host *", f"    ControlPath {control_dir}/cm-%C", "    ControlMaster auto",
+             "    ControlPersist 30", "    BatchMode yes", "    ConnectTimeout 15"]
+    if target.ssh_key:
+        lines += [f"    IdentityFile {target.ssh_key}", "    IdentitiesOnly yes"]
+    if target.known_hosts_file:
+        lines += [f"    UserKnownHostsFile {target.known_hosts_file}",
+                  "    StrictHostKeyChecking yes"]
+    if target.ssh_config:
+        lines.append(f"    Include {Path(target.ssh_config).resolve()}")
+    return "\n".join(lines) + "\n"
+
+
 def pytest_command(target: Target, door_port: int, deploy_user: str, report: Path,
-                   mesh_ip: str | None = None, mesh_interface: str = "tailscale0",
-                   select: str | None = None) -> list[str]:
+                   ssh_config: Path, mesh_ip: str | None = None,
+                   mesh_interface: str = "tailscale0", select: str | None = None) -> list[str]:
     """The pytest argv that runs checks/ against `target`.
 
     Example:
-        >>> "--door-port=443" in pytest_command(Target("ssh://h"), 443, "deploy", Path("r"))
+        >>> "--door-port=443" in pytest_command(Target("ssh://h"), 443, "deploy", Path("r"),
+        ...                                     Path("c"))
         True
     """
     command = [
@@ -90,21 +113,20 @@ def pytest_command(target: Target, door_port: int, deploy_user: str, report: Pat
         "-p", "no:cacheprovider", "-o", "addopts=", "-q", "--no-header", "--tb=line",
         f"--hosts={target.url}", f"--door-port={door_port}", f"--deploy-user={deploy_user}",
         f"--mesh-interface={mesh_interface}", f"--vos-report={report}",
+        f"--ssh-config={ssh_config}",
     ]
     if mesh_ip:
         command.append(f"--vos-mesh-ip={mesh_ip}")
-    if target.ssh_config:
-        command.append(f"--ssh-config={target.ssh_config}")
-    if target.ssh_key:
-        command.append(f"--ssh-identity-file={target.ssh_key}")
-    extra = ["-o BatchMode=yes", "-o ConnectTimeout=15"]
-    if target.known_hosts_file:
-        extra += [f"-o UserKnownHostsFile={target.known_hosts_file}",
-                  "-o StrictHostKeyChecking=yes"]
-    command.append(f"--ssh-extra-args={' '.join(extra)}")
     if select:
         command += ["-k", select]
     return command
+
+
+def _close_shared_connection(ssh_config: Path, url: str) -> None:
+    """Stop the ControlMaster the checks left behind (no stray ssh processes)."""
+    destination = url.removeprefix("ssh://")
+    subprocess.run(["ssh", "-F", str(ssh_config), "-O", "exit", destination],
+                   capture_output=True, timeout=15, check=False)
 
 
 def run_checks(target: Target, door_port: int, deploy_user: str, mesh_ip: str | None = None,
@@ -118,7 +140,9 @@ def run_checks(target: Target, door_port: int, deploy_user: str, mesh_ip: str | 
     """
     with tempfile.TemporaryDirectory(prefix="vos-gate-") as tmp:
         report = Path(tmp) / "report.json"
-        command = pytest_command(target, door_port, deploy_user, report, mesh_ip,
+        ssh_config = Path(tmp) / "ssh_config"
+        ssh_config.write_text(ssh_config_text(target, Path(tmp)))
+        command = pytest_command(target, door_port, deploy_user, report, ssh_config, mesh_ip,
                                  mesh_interface, select)
         try:
             done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
@@ -127,6 +151,8 @@ def run_checks(target: Target, door_port: int, deploy_user: str, mesh_ip: str | 
             return GateResult(False, 0, [{"test": "checks", "message":
                               f"GATE: the checks did not finish within {timeout} s — is the "
                               f"host reachable at {target.url}?"}])
+        finally:
+            _close_shared_connection(ssh_config, target.url)
         output = done.stdout + done.stderr
         if not report.exists():
             return GateResult(False, 0, [], output)

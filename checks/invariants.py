@@ -49,7 +49,8 @@ def _split_address(text: str) -> tuple[str, int]:
 
 
 def parse_ss(output: str) -> list[Listener]:
-    """Parse `ss -Htlnup` (TCP listeners and UDP sockets, with processes).
+    """Parse `ss -Htlnup` (TCP listeners and UDP sockets, with processes); also `ss -Htlnp`,
+    whose lines lack the Netid column.
 
     Example:
         >>> parse_ss('udp UNCONN 0 0 *:41641 *:* users:(("tailscaled",pid=9,fd=4))')[0].address
@@ -58,6 +59,9 @@ def parse_ss(output: str) -> list[Listener]:
     listeners = []
     for line in output.splitlines():
         fields = line.split()
+        if fields and fields[0] in ("LISTEN", "UNCONN"):
+            # one socket type only (`ss -tln`): ss omits the Netid column
+            fields = ["tcp" if fields[0] == "LISTEN" else "udp", *fields]
         if len(fields) < 5 or fields[0] not in ("tcp", "udp"):
             continue
         address, port = _split_address(fields[4])

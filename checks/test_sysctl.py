@@ -25,7 +25,8 @@ AT_LEAST = {"kernel.yama.ptrace_scope": 1}
 def test_kernel_settings(host):
     """Every §10 value, live (a persisted file that was never applied fails here)."""
     keys = [*WANTED, *AT_LEAST]
-    out = host.run("sysctl " + " ".join(keys))
+    with host.sudo():  # /usr/sbin is not on a normal user's PATH on Debian
+        out = host.run("sysctl " + " ".join(keys))
     values = {}
     for line in out.stdout.splitlines():
         key, _, value = line.partition("=")

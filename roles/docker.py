@@ -21,16 +21,20 @@ from roles._paths import template
 
 
 def docker_packages(distribution: dict) -> list[str]:
-    """Distribution packages for Engine + Compose v2.
+    """Distribution packages for Engine + Compose v2. Debian 13 splits the CLI into
+    `docker-cli` (only recommended by docker.io, and recommends are off); Ubuntu's docker.io
+    still ships it.
 
     Example:
         >>> docker_packages({"name": "Ubuntu", "major": 24})
         ['docker.io', 'docker-compose-v2']
         >>> docker_packages({"name": "Debian", "major": 13})
-        ['docker.io', 'docker-compose']
+        ['docker.io', 'docker-cli', 'docker-compose']
     """
     if distribution.get("name") == "Ubuntu":
         return ["docker.io", "docker-compose-v2"]
+    if (distribution.get("major") or 0) >= 13:
+        return ["docker.io", "docker-cli", "docker-compose"]
     return ["docker.io", "docker-compose"]
 
 

@@ -60,6 +60,16 @@ def ufw_baseline(mesh_interface: str, door_port: int, public_ssh: bool):
     else:
         ufw.rule(name="UFW public SSH closed (cutover done)", rule=PUBLIC_SSH_RULE,
                  present=False, _sudo=True)
+    for scope in ("all", "default"):
+        # ufw re-applies /etc/ufw/sysctl.conf on every enable/reload (and at boot, after
+        # systemd-sysctl): its log_martians=0 would undo INVARIANTS §10.
+        files.line(
+            name=f"UFW's sysctl.conf keeps log_martians on ({scope})",
+            path="/etc/ufw/sysctl.conf",
+            line=f"^net/ipv4/conf/{scope}/log_martians=.*$",
+            replace=f"net/ipv4/conf/{scope}/log_martians=1",
+            _sudo=True,
+        )
     after_rules = files.template(
         name="UFW after.rules with the DOCKER-USER guard",
         src=template("ufw/after.rules.j2"),

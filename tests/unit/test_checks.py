@@ -5,7 +5,7 @@ Each failing case asserts the message names the invariant, the offender, and the
 passing case is the output of a converged host, so a check cannot fail on a healthy host.
 """
 
-from checks.gate import GateResult, Target, pytest_command
+from checks.gate import GateResult, Target, pytest_command, ssh_config_text
 from checks.invariants import (
     Listener,
     Published,
@@ -43,6 +43,25 @@ def test_ss_parses_addresses_ports_and_owners():
     assert Listener("tcp", "100.64.0.2", 22, "sshd", 1201) in listeners
     assert Listener("udp", "0.0.0.0", 41641, "(kernel socket)", None) in listeners
     assert len(listeners) == 6
+    dhcp = parse_ss("udp UNCONN 0 0 10.0.2.15%eth0:68 0.0.0.0:* "
+                    'users:(("systemd-network",pid=360,fd=33))')
+    assert dhcp[0].address == "10.0.2.15" and dhcp[0].port == 68
+
+
+SS_TCP_ONLY = """\
+LISTEN 0      128        127.0.0.1:22    0.0.0.0:* users:(("sshd",pid=396,fd=6))
+LISTEN 0      4096       127.0.0.1:37169 0.0.0.0:* users:(("containerd",pid=5705,fd=9))
+LISTEN 0      4096      127.0.0.54:53    0.0.0.0:* users:(("systemd-resolve",pid=312,fd=17))
+LISTEN 0      128       100.64.1.2:22    0.0.0.0:* users:(("sshd",pid=396,fd=7))
+LISTEN 0      4096   127.0.0.53%lo:53    0.0.0.0:* users:(("systemd-resolve",pid=312,fd=15))
+"""
+
+
+def test_ss_without_netid_column_as_recorded_on_the_converged_vm():
+    listeners = parse_ss(SS_TCP_ONLY)
+    assert len(listeners) == 5 and all(item.proto == "tcp" for item in listeners)
+    assert sshd_listen_violations(listeners, "100.64.1.2") == []
+    assert exposure_violations(listeners, 443, "100.64.1.2") == []
 
 
 def test_converged_listeners_pass():
@@ -297,10 +316,11 @@ def test_gate_summary_lists_each_broken_invariant():
 
 
 def test_gate_command_pins_host_keys_and_passes_expectations(tmp_path):
-    command = pytest_command(Target("ssh://deploy@100.64.0.2", ssh_key="/k",
-                                    known_hosts_file="/kh"), 443, "deploy",
-                             tmp_path / "r.json", mesh_ip=MESH)
+    target = Target("ssh://deploy@100.64.0.2", ssh_key="/k", known_hosts_file="/kh")
+    command = pytest_command(target, 443, "deploy", tmp_path / "r.json", tmp_path / "cfg",
+                             mesh_ip=MESH)
     assert "--hosts=ssh://deploy@100.64.0.2" in command
-    assert "--ssh-identity-file=/k" in command and f"--vos-mesh-ip={MESH}" in command
-    extra = next(arg for arg in command if arg.startswith("--ssh-extra-args="))
-    assert "UserKnownHostsFile=/kh" in extra and "StrictHostKeyChecking=yes" in extra
+    assert f"--ssh-config={tmp_path / 'cfg'}" in command and f"--vos-mesh-ip={MESH}" in command
+    config = ssh_config_text(target, tmp_path)
+    assert "    UserKnownHostsFile /kh" in config and "    StrictHostKeyChecking yes" in config
+    assert "    IdentityFile /k" in config and f"    ControlPath {tmp_path}/cm-%C" in config

@@ -31,11 +31,19 @@ def fresh(name: str) -> dict:
     facts = set_fact(facts, "systemd.SystemdStatus", {"ssh.socket": name == "ubuntu2404"},
                      user_mode=False, machine=None, user_name=None, services=["ssh.socket"])
     facts = set_fact(facts, "files.File", None, path=ssh.SOCKET_DROPIN)
+    for scope in ("all", "default"):  # ufw (and its sysctl.conf) arrive with base packages
+        facts = set_fact(facts, "files.FindInFile", [f"net/ipv4/conf/{scope}/log_martians=0"],
+                         **martians_lookup(scope))
     facts = set_fact(facts, "files.Directory", None, path=ssh.SOCKET_DROPIN)
     facts = set_fact(facts, "files.Directory", None, path="/etc/systemd/system/ssh.socket.d")
     return set_fact(facts, "apt.SimulateOperationWillChange",
                     {"upgraded": 3, "newly_installed": 0, "removed": 0, "not_upgraded": 0},
                     arg0="upgrade")
+
+
+def martians_lookup(scope: str) -> dict:
+    return {"path": "/etc/ufw/sysctl.conf", "pattern": f"^net/ipv4/conf/{scope}/log_martians=.*$",
+            "interpolate_variables": False, "extended_regex": False}
 
 
 @pytest.fixture(params=["debian13", "ubuntu2404"])
@@ -168,7 +176,7 @@ def test_swap_script_removes_a_new_file_that_fails(tmp_path):
 def test_docker_packages_per_distribution(debian, ubuntu):
     debian_install = plan_role(docker.engine, debian, mesh_ip=MESH).named("Docker Engine")
     assert debian_install.commands[0].endswith(
-        "install --no-install-recommends docker.io docker-compose")
+        "install --no-install-recommends docker.io docker-cli docker-compose")
     ubuntu_install = plan_role(docker.engine, ubuntu, mesh_ip=MESH).named("Docker Engine")
     assert ubuntu_install.name.endswith("(docker.io, docker-compose-v2)")
     assert any("docker-compose-v2" in command for command in ubuntu_install.commands)
@@ -248,6 +256,8 @@ def test_firewall_on_fresh_host_orders_rules_before_enable(debian):
     after = plan.uploads["/etc/ufw/after.rules"]
     assert ":DOCKER-USER - [0:0]" in after and "-A DOCKER-USER -i tailscale0 -j RETURN" in after
     assert after.rstrip().endswith("COMMIT")
+    martians = plan.named("log_martians on (all)").commands
+    assert len(martians) == 1 and "log_martians=1" in martians[0]
 
 
 def test_firewall_converged_changes_nothing(debian):
@@ -258,6 +268,9 @@ def test_firewall_converged_changes_nothing(debian):
         'DEFAULT_INPUT_POLICY="DROP"', 'DEFAULT_OUTPUT_POLICY="ACCEPT"',
         'DEFAULT_FORWARD_POLICY="DROP"'])
     facts = set_fact(debian, UfwState.name, converged)
+    for scope in ("all", "default"):
+        facts = set_fact(facts, "files.FindInFile", [f"net/ipv4/conf/{scope}/log_martians=1"],
+                         **martians_lookup(scope))
     plan = plan_role(firewall.ufw_baseline, facts, mesh_interface="tailscale0", door_port=443,
                      public_ssh=False)
     unconditional = [c for op in plan if not op.conditional for c in op.commands

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -48,9 +47,7 @@ def up(
         typer.echo(f"mesh address:   {state.layout.vm_mesh}")
         typer.echo(f"ssh:            ssh -F {state.ssh_config} staging-public")
         if deploy:
-            result = lab.run_pyinfra(REPO_ROOT / "deploys" / "full.py")
-            sys.stdout.write(result.stdout)
-            sys.stderr.write(result.stderr)
+            result = lab.run_pyinfra(REPO_ROOT / "deploys" / "full.py", live=True)
             if result.returncode != 0:
                 raise StagingError(f"deploy failed (exit {result.returncode}); see above")
             state = lab.state

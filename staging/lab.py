@@ -324,12 +324,17 @@ Host staging-*
         return scanner.scan(layout.netns, layout.vm_public, ports=ports)
 
     def run_pyinfra(
-        self, deploy: str | Path, extra: list[str] | None = None, timeout: float = 2400
+        self,
+        deploy: str | Path,
+        extra: list[str] | None = None,
+        timeout: float = 2400,
+        live: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """`pyinfra -y inventory/staging.py <deploy>` against this state dir.
 
         Output goes live to ``<state dir>/pyinfra.out`` (follow it with `tail -f`), is kept
         in ``pyinfra.log`` across runs, and is returned in the CompletedProcess as well.
+        `live=True` (the CLI) lets pyinfra write to the terminal instead; nothing is captured.
         """
         pyinfra = Path(sys.executable).with_name("pyinfra")
         command = [str(pyinfra), "-y", str(INVENTORY), str(deploy), *(extra or [])]
@@ -337,6 +342,14 @@ Host staging-*
         progress(f"deploy: {' '.join(command)} (live output: {log.with_suffix('.out')})")
         env = {**os.environ, "VOS_STAGING_DIR": str(self.state_dir)}
         started = time.monotonic()
+        if live:
+            try:
+                returncode = subprocess.run(command, env=env, cwd=REPO_ROOT,
+                                            timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                raise StagingError(f"pyinfra did not finish within {timeout:.0f} s") from None
+            progress(f"deploy: exit {returncode} after {time.monotonic() - started:.0f} s")
+            return subprocess.CompletedProcess(command, returncode, "", "")
         out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
         with open(out_path, "w") as out, open(err_path, "w") as err:
             process = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=REPO_ROOT)

@@ -3,7 +3,10 @@
 import re
 
 from staging.state import REPO_ROOT
-from tests.staging.conftest import pyinfra_output
+
+
+def pyinfra_output(result) -> str:
+    return f"{result.stdout}\n{result.stderr}"
 
 
 def test_converged_vm_is_reached_over_the_mesh(converged_vm):

@@ -129,21 +129,21 @@ def test_second_deploy_changes_nothing(converged_vm):
 
 def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
     """Listener on 0.0.0.0:9999, `ufw allow 5432`, PasswordAuthentication yes,
-    PermitRootLogin yes, fail2ban stopped: each fails the gate naming the cause; each is
-    restored and the gate is green again before the next."""
+    PermitRootLogin yes, fail2ban stopped: each fails the gate (the family it breaks) naming
+    the cause, and is restored before the next; then the whole gate is green again. Last, on
+    the same throwaway VM: repeated bad SSH logins from a namespace address get it banned."""
     vm = fresh_converged_vm
-    assert_gate_green(vm)
 
     vm.ssh("sudo systemd-run --unit vos-mutation-9999 python3 -m http.server 9999 "
            "--bind 0.0.0.0")
     time.sleep(3)
     assert_gate_fails_naming(vm, "EXPOSURE §1: python3 (pid", "listens on 0.0.0.0:9999",
-                             "bind it to the mesh IP")
+                             "bind it to the mesh IP", select="exposure")
     vm.ssh("sudo systemctl stop vos-mutation-9999")
 
     vm.ssh("sudo ufw allow 5432")
     assert_gate_fails_naming(vm, "FIREWALL §5: UFW rule `5432 ALLOW IN Anywhere`",
-                             "sudo ufw delete allow 5432")
+                             "sudo ufw delete allow 5432", select="firewall")
     vm.ssh("sudo ufw delete allow 5432")
 
     mutation = "/etc/ssh/sshd_config.d/00-a-mutation.conf"
@@ -151,14 +151,18 @@ def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
                         ("PermitRootLogin yes", "permitrootlogin is yes")):
         vm.ssh(f"echo '{line}' | sudo tee {mutation} && sudo sshd -t && "
                "sudo systemctl reload ssh")
-        assert_gate_fails_naming(vm, f"SSH §6: {named}, must be no")
+        assert_gate_fails_naming(vm, f"SSH §6: {named}, must be no", select="ssh")
         vm.ssh(f"sudo rm {mutation} && sudo systemctl reload ssh")
 
     vm.ssh("sudo systemctl stop fail2ban")
-    assert_gate_fails_naming(vm, "FAIL2BAN §9: fail2ban is not running")
+    assert_gate_fails_naming(vm, "FAIL2BAN §9: fail2ban is not running", select="fail2ban")
     vm.ssh("sudo systemctl start fail2ban && sleep 3")
 
+    # every mutation restored: the whole gate is green again
     assert_gate_green(vm)
+
+    # last, on the same throwaway VM (it re-opens public SSH on purpose): a real ban
+    fail2ban_bans_repeated_bad_logins(vm)
 
 
 PROBE_IMAGE = (
@@ -196,10 +200,9 @@ def test_docker_published_ports_mutation(fresh_converged_vm):
     assert_gate_green(vm, select="exposure")
 
 
-def test_fail2ban_bans_repeated_bad_logins(fresh_converged_vm):
+def fail2ban_bans_repeated_bad_logins(vm) -> None:
     """Open public SSH on purpose (the attack surface fail2ban guards), make 6 failed logins
     from the public namespace's scanner address, and see that address banned within seconds."""
-    vm = fresh_converged_vm
     layout = vm.lab.state.layout
     attacker = layout.scanner_public
     vm.ssh(f"printf 'ListenAddress {vm.public_address}\\n' | "

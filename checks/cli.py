@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -43,12 +44,15 @@ def _inventory_target(path: Path) -> tuple[Target, int, str, str | None]:
 
 
 def check(
-    target: str = typer.Option(..., "--target", "-t",
-                               help="staging, production, or a host/IP reachable by SSH"),
-    user: str = typer.Option("deploy", help="SSH/deploy user for a HOST target"),
-    door_port: int = typer.Option(443, help="the one public port, for a HOST target"),
-    mesh_ip: str = typer.Option(None, help="the host's mesh IP (default: read on the host)"),
-    select: str = typer.Option(None, "-k", help="only checks matching this pytest -k expression"),
+    target: Annotated[str, typer.Option("--target", "-t",
+                                        help="staging, production, or a host/IP (SSH)")],
+    user: Annotated[str, typer.Option(help="SSH/deploy user for a HOST target")] = "deploy",
+    door_port: Annotated[int, typer.Option(help="the one public port (HOST target)")] = 443,
+    mesh_ip: Annotated[str | None, typer.Option(
+        help="the host's mesh IP (default: read on the host)")] = None,
+    family: Annotated[list[str] | None, typer.Option(
+        "--family", "-f", help="only this invariant family (repeatable): exposure, ssh, "
+                               "firewall, fail2ban, sysctl, docker, accounts, base")] = None,
 ) -> None:
     """Run every check in checks/ against TARGET; exit 1 naming each broken invariant."""
     if target == "staging":
@@ -60,7 +64,11 @@ def check(
         resolved, port, deploy_user, known_mesh_ip = (
             Target(url=f"ssh://{user}@{target}"), door_port, user, None)
     typer.echo(f"==> [check] running checks/ against {resolved.url}")
-    result = run_checks(resolved, port, deploy_user, mesh_ip or known_mesh_ip, select=select)
+    try:
+        result = run_checks(resolved, port, deploy_user, mesh_ip or known_mesh_ip,
+                            families=family or None)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--family") from None
     typer.echo(result.summary())
     raise typer.Exit(0 if result.ok else 1)
 

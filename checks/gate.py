@@ -100,8 +100,9 @@ def ssh_config_text(target: Target, control_dir: Path) -> str:
 
 def pytest_command(target: Target, door_port: int, deploy_user: str, report: Path,
                    ssh_config: Path, mesh_ip: str | None = None,
-                   mesh_interface: str = "tailscale0", select: str | None = None) -> list[str]:
-    """The pytest argv that runs checks/ against `target`.
+                   mesh_interface: str = "tailscale0",
+                   families: list[str] | None = None) -> list[str]:
+    """The pytest argv that runs checks/ (or only the named families) against `target`.
 
     Example:
         >>> "--door-port=443" in pytest_command(Target("ssh://h"), 443, "deploy", Path("r"),
@@ -109,7 +110,7 @@ def pytest_command(target: Target, door_port: int, deploy_user: str, report: Pat
         True
     """
     command = [
-        sys.executable, "-m", "pytest", str(CHECKS_DIR), "-p", "checks.plugin",
+        sys.executable, "-m", "pytest", *family_paths(families), "-p", "checks.plugin",
         "-p", "no:cacheprovider", "-o", "addopts=", "-q", "--no-header", "--tb=line",
         f"--hosts={target.url}", f"--door-port={door_port}", f"--deploy-user={deploy_user}",
         f"--mesh-interface={mesh_interface}", f"--vos-report={report}",
@@ -117,9 +118,24 @@ def pytest_command(target: Target, door_port: int, deploy_user: str, report: Pat
     ]
     if mesh_ip:
         command.append(f"--vos-mesh-ip={mesh_ip}")
-    if select:
-        command += ["-k", select]
     return command
+
+
+def family_paths(families: list[str] | None) -> list[str]:
+    """checks/ itself, or the modules of the named invariant families.
+
+    Example:
+        >>> family_paths(["ssh"])[0].endswith("checks/test_ssh.py")
+        True
+    """
+    if not families:
+        return [str(CHECKS_DIR)]
+    paths = [CHECKS_DIR / f"test_{family}.py" for family in families]
+    missing = [path.stem.removeprefix("test_") for path in paths if not path.exists()]
+    if missing:
+        known = sorted(p.stem.removeprefix("test_") for p in CHECKS_DIR.glob("test_*.py"))
+        raise ValueError(f"no check family {missing}; known: {', '.join(known)}")
+    return [str(path) for path in paths]
 
 
 def _close_shared_connection(ssh_config: Path, url: str) -> None:
@@ -130,7 +146,7 @@ def _close_shared_connection(ssh_config: Path, url: str) -> None:
 
 
 def run_checks(target: Target, door_port: int, deploy_user: str, mesh_ip: str | None = None,
-               mesh_interface: str = "tailscale0", select: str | None = None,
+               mesh_interface: str = "tailscale0", families: list[str] | None = None,
                timeout: int = GATE_TIMEOUT_SECONDS) -> GateResult:
     """Run the checks in a child pytest (its own process: testinfra and pyinfra both own
     their SSH state) and collect the failures from the plugin's JSON report.
@@ -143,7 +159,7 @@ def run_checks(target: Target, door_port: int, deploy_user: str, mesh_ip: str | 
         ssh_config = Path(tmp) / "ssh_config"
         ssh_config.write_text(ssh_config_text(target, Path(tmp)))
         command = pytest_command(target, door_port, deploy_user, report, ssh_config, mesh_ip,
-                                 mesh_interface, select)
+                                 mesh_interface, families)
         try:
             done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                                   timeout=timeout, check=False)

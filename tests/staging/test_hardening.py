@@ -24,14 +24,16 @@ DOOR = 443
 DOOR_STANDIN = "vos-door-standin"
 
 
-def gate(vm, select: str | None = None):
-    """Run the deploy gate (every check in checks/) against the VM over the mesh."""
+def gate(vm, family: str | None = None):
+    """Run the deploy gate (every check in checks/, or one family) against the VM over the
+    mesh."""
     target = Target(url="ssh://staging-mesh", ssh_config=vm.ssh_config)
-    return run_checks(target, DOOR, "deploy", mesh_ip=vm.mesh_address, select=select)
+    return run_checks(target, DOOR, "deploy", mesh_ip=vm.mesh_address,
+                      families=[family] if family else None)
 
 
-def assert_gate_fails_naming(vm, *fragments: str, select: str | None = None) -> str:
-    result = gate(vm, select)
+def assert_gate_fails_naming(vm, *fragments: str, family: str | None = None) -> str:
+    result = gate(vm, family)
     summary = result.summary()
     assert not result.ok, f"the gate passed although the invariant was broken:\n{summary}"
     for fragment in fragments:
@@ -39,8 +41,8 @@ def assert_gate_fails_naming(vm, *fragments: str, select: str | None = None) -> 
     return summary
 
 
-def assert_gate_green(vm, select: str | None = None) -> None:
-    result = gate(vm, select)
+def assert_gate_green(vm, family: str | None = None) -> None:
+    result = gate(vm, family)
     assert result.ok, result.summary()
 
 
@@ -138,12 +140,12 @@ def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
            "--bind 0.0.0.0")
     time.sleep(3)
     assert_gate_fails_naming(vm, "EXPOSURE §1: python3 (pid", "listens on 0.0.0.0:9999",
-                             "bind it to the mesh IP", select="exposure")
+                             "bind it to the mesh IP", family="exposure")
     vm.ssh("sudo systemctl stop vos-mutation-9999")
 
     vm.ssh("sudo ufw allow 5432")
     assert_gate_fails_naming(vm, "FIREWALL §5: UFW rule `5432 ALLOW IN Anywhere`",
-                             "sudo ufw delete allow 5432", select="firewall")
+                             "sudo ufw delete allow 5432", family="firewall")
     vm.ssh("sudo ufw delete allow 5432")
 
     mutation = "/etc/ssh/sshd_config.d/00-a-mutation.conf"
@@ -151,11 +153,11 @@ def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
                         ("PermitRootLogin yes", "permitrootlogin is yes")):
         vm.ssh(f"echo '{line}' | sudo tee {mutation} && sudo sshd -t && "
                "sudo systemctl reload ssh")
-        assert_gate_fails_naming(vm, f"SSH §6: {named}, must be no", select="ssh")
+        assert_gate_fails_naming(vm, f"SSH §6: {named}, must be no", family="ssh")
         vm.ssh(f"sudo rm {mutation} && sudo systemctl reload ssh")
 
     vm.ssh("sudo systemctl stop fail2ban")
-    assert_gate_fails_naming(vm, "FAIL2BAN §9: fail2ban is not running", select="fail2ban")
+    assert_gate_fails_naming(vm, "FAIL2BAN §9: fail2ban is not running", family="fail2ban")
     vm.ssh("sudo systemctl start fail2ban && sleep 3")
 
     # every mutation restored: the whole gate is green again
@@ -185,19 +187,19 @@ def test_docker_published_ports_mutation(fresh_converged_vm):
     vm.ssh(run.format(name="probe-default", publish="8080:80"))
     bound = vm.ssh("sudo docker port probe-default 80").stdout
     assert bound.strip().startswith(f"{vm.mesh_address}:8080"), bound
-    assert_gate_green(vm, select="exposure or docker")
+    assert_gate_green(vm, family="exposure")
     assert vm.scan(ports="8080") == []
     vm.ssh("sudo docker rm -f probe-default")
 
     vm.ssh(run.format(name="probe-public", publish="0.0.0.0:8081:80"))
     assert_gate_fails_naming(vm, "EXPOSURE §2: container probe-public (vos-probe:1) publishes "
                                  "0.0.0.0:8081->80/tcp", f"{vm.mesh_address}:8081:80",
-                             select="exposure")
+                             family="exposure")
     assert vm.scan(ports="8081") == [], "DOCKER-USER let a 0.0.0.0 publish through"
     reached = vm.ssh(f"busybox wget -q -T 5 -O - http://{vm.mesh_address}:8081/ || true").stdout
     assert "probe" in reached, "the container is not reachable over the mesh either"
     vm.ssh("sudo docker rm -f probe-public")
-    assert_gate_green(vm, select="exposure")
+    assert_gate_green(vm, family="exposure")
 
 
 def fail2ban_bans_repeated_bad_logins(vm) -> None:

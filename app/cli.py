@@ -189,3 +189,6 @@ def register(cli: typer.Typer) -> None:
     from app.agents.cli import register as register_agents  # vos fake-providers, vos agents
 
     register_agents(cli)
+    from app.ui.cli import register as register_ui  # vos dev, vos operator
+
+    register_ui(cli)

@@ -166,6 +166,9 @@ def create_api_app(pool: ConnectionPool) -> FastAPI:
         with tx(tenant) as conn:
             return repo.list_events(conn, after_id=after_id, limit=limit)
 
+    from app.ui import mount_ui  # the Command Center (/ui) lives here: mesh only, never the door
+
+    mount_ui(app, pool)
     return app
 
 

@@ -1,0 +1,77 @@
+// Command Center: live feed over SSE, live board, periodic refresh of org chart and costs.
+// Plain JS, no build step. Everything degrades to plain links and forms without it.
+"use strict";
+
+function replaceFrom(url, target) {
+  // Re-fetch a server-rendered fragment and swap it in; a 401 means the session ended.
+  return fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}})
+    .then(function (r) {
+      if (r.status === 401) { window.location.reload(); return null; }
+      return r.ok ? r.text() : null;
+    })
+    .then(function (html) { if (html !== null) { target.innerHTML = html; } })
+    .catch(function () { /* next event or tick retries */ });
+}
+
+function feedItem(ev) {
+  var li = document.createElement("li");
+  li.dataset.eventId = ev.id;
+  li.className = "fresh";
+  var kind = document.createElement("span");
+  kind.className = "kind"; kind.textContent = ev.text;
+  var title = document.createElement("span");
+  title.className = "title"; title.textContent = ev.title || "";
+  var at = document.createElement("time");
+  at.dateTime = ev.at; at.textContent = (ev.at || "").substring(11, 19);
+  li.append(kind, " ", title, " ", at);
+  return li;
+}
+
+function startFeed(list) {
+  var board = document.getElementById("board");
+  var state = document.getElementById("feed-state");
+  var pending = null;
+  var source = new EventSource(list.dataset.stream);
+  source.onopen = function () { state.textContent = "live"; state.className = "live on"; };
+  source.onerror = function () {
+    // EventSource reconnects by itself and sends Last-Event-ID: nothing is lost.
+    state.textContent = "reconnecting"; state.className = "live off";
+  };
+  source.addEventListener("task_event", function (msg) {
+    var ev = JSON.parse(msg.data);
+    if (list.querySelector('[data-event-id="' + ev.id + '"]')) { return; }
+    list.prepend(feedItem(ev));
+    while (list.children.length > 100) { list.lastElementChild.remove(); }
+    if (board && !pending) {
+      pending = setTimeout(function () {
+        pending = null;
+        if (!board.contains(document.activeElement) || document.activeElement === document.body) {
+          replaceFrom(board.dataset.fragment, board);
+        }
+      }, 250);
+    }
+  });
+}
+
+function startRefresh(el) {
+  var seconds = Math.max(1, parseInt(el.dataset.refresh, 10) || 5);
+  setInterval(function () {
+    if (!document.hidden) { replaceFrom(el.dataset.fragment, el); }
+  }, seconds * 1000);
+}
+
+function loginFromFragment() {
+  // `vos dev` prints /ui/login#vost_…: the fragment never reaches the server or its logs.
+  var form = document.getElementById("login-form");
+  if (!form || window.location.hash.length < 10) { return; }
+  form.elements.token.value = decodeURIComponent(window.location.hash.substring(1));
+  history.replaceState(null, "", window.location.pathname);
+  form.submit();
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  var list = document.getElementById("feed");
+  if (list && window.EventSource) { startFeed(list); }
+  document.querySelectorAll("[data-refresh]").forEach(startRefresh);
+  loginFromFragment();
+});

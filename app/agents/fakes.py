@@ -12,7 +12,8 @@ remembers prefixes. Anthropic-style: a prefix is cached when a block carries `ca
 and the prefix is at least the model's minimum cacheable length; a later request reads the
 longest remembered prefix ending on one of its block boundaries. OpenAI-style: every prompt
 of 1024+ tokens is remembered at 1024 + 128·k token boundaries, and a later request reads the
-longest remembered boundary it shares. Usage fields follow each provider's convention.
+longest remembered boundary it shares. Entries expire after `cache_ttl_seconds` (5 min,
+refreshed on use). Usage fields follow each provider's convention.
 
 Failures are scripted per server (`server.script("429:2", "529", "context")`) and consumed
 one per request; a prompt longer than the model's context window fails on its own.
@@ -101,7 +102,7 @@ class _Block:
 class _PromptCache:
     """Remembered prefix hashes per model, guarded by a lock (the server is threaded)."""
 
-    prefixes: dict[str, set[str]] = field(default_factory=dict)
+    prefixes: dict[str, dict[str, float]] = field(default_factory=dict)  # hash -> expiry
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -117,6 +118,7 @@ class FakeProviderServer:
         aliases: dict[str, str] | None = None,
         port: int = 0,
         name: str | None = None,
+        cache_ttl_seconds: float = 300.0,
     ):
         if wire not in WIRES:
             raise ValueError(f"unknown wire format {wire!r}; choose one of {WIRES}")
@@ -125,6 +127,7 @@ class FakeProviderServer:
         self.api_key = api_key
         self.context_windows = dict(context_windows or {})
         self.aliases = dict(aliases or {})
+        self.cache_ttl_seconds = cache_ttl_seconds  # both providers' default: 5 minutes
         self.received: list[ReceivedRequest] = []
         self._script: list[ScriptedFailure] = []
         self._lock = threading.Lock()
@@ -281,12 +284,16 @@ class FakeProviderServer:
             return 0, 0
         last_breakpoint = breakpoints[-1][0]
         minimum = anthropic_min_cacheable(model)
+        now = time.monotonic()
         with self._cache.lock:
-            seen = self._cache.prefixes.setdefault(model, set())
-            read = max((pos for pos, h in boundaries if pos <= last_breakpoint and h in seen),
-                       default=0)
+            seen = self._cache.prefixes.setdefault(model, {})
+            hits = [(pos, h) for pos, h in boundaries
+                    if pos <= last_breakpoint and seen.get(h, 0.0) > now]
+            read, read_hash = max(hits, default=(0, None))
+            if read_hash:
+                seen[read_hash] = now + self.cache_ttl_seconds  # a hit refreshes the entry
             new = [(pos, h) for pos, h in breakpoints if pos > read and pos >= minimum]
-            seen.update(h for _, h in new)
+            seen.update((h, now + self.cache_ttl_seconds) for _, h in new)
         write = (max(pos for pos, _ in new) - read) if new else 0
         return read, write
 
@@ -326,10 +333,12 @@ class FakeProviderServer:
         """Longest remembered 1024+128k boundary; remember this prompt's boundaries."""
         grid = range(OPENAI_CACHE_MIN, len(tokens) + 1, OPENAI_CACHE_STEP)
         hashes = dict(_grid_hashes(tokens, set(grid)))
+        now = time.monotonic()
         with self._cache.lock:
-            seen = self._cache.prefixes.setdefault(model, set())
-            cached = max((pos for pos, h in hashes.items() if h in seen), default=0)
-            seen.update(hashes.values())
+            seen = self._cache.prefixes.setdefault(model, {})
+            cached = max((pos for pos, h in hashes.items() if seen.get(h, 0.0) > now),
+                         default=0)
+            seen.update((h, now + self.cache_ttl_seconds) for h in hashes.values())
         return cached
 
     # -- Ollama native /api/chat ----------------------------------------------------------

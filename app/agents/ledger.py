@@ -54,8 +54,8 @@ def price_at(conn: psycopg.Connection, provider: str, model: str,
     ).fetchone()
     if row is None:
         raise LookupError(
-            f"no price for {provider}/{model} effective at {at.isoformat()}; insert a "
-            "model_prices row (or run seed_prices) before routing calls to it"
+            f"no price for {provider}/{model} effective at {at.isoformat()}; run `vos agents "
+            "seed-prices --tenant …` or insert a model_prices row before routing calls to it"
         )
     return Price(row["provider"], row["model"], row["input_per_mtok"], row["output_per_mtok"],
                  row["cache_read_per_mtok"], row["cache_write_per_mtok"],

@@ -1,6 +1,7 @@
 """The fake providers compute cache reads from what they saw, and speak each wire format."""
 
 import json
+import time
 
 import anthropic
 import openai
@@ -143,5 +144,17 @@ def test_ollama_native_chat_endpoint():
         assert reply["done"] is True
         assert reply["prompt_eval_count"] == 3  # "user" + "hello" + "there"
         assert reply["eval_count"] > 0
+    finally:
+        server.stop()
+
+
+def test_cache_entries_expire_after_their_ttl():
+    server = FakeProviderServer("anthropic", cache_ttl_seconds=0.5).start()
+    try:
+        anthropic_call(server, 1500)
+        assert anthropic_call(server, 1500).usage.cache_read_input_tokens == 1600
+        time.sleep(0.7)
+        expired = anthropic_call(server, 1500).usage
+        assert (expired.cache_read_input_tokens, expired.cache_creation_input_tokens) == (0, 1600)
     finally:
         server.stop()

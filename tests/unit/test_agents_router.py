@@ -214,3 +214,11 @@ def test_connection_refused_is_retried_then_falls_back(fakes):
     result = router.complete(CallContext("t", "a"), PARTS)
     assert result.deployment.name == "gpt"
     assert [o[1] for o in outcomes(accounting)] == ["connection"] * 3 + ["ok"]
+
+
+def test_a_model_without_a_price_is_never_called(fakes):
+    router, _, _ = make_router(fakes)
+    router.accounting = RecordingAccounting(PriceBook([]))
+    with pytest.raises(LookupError, match="no price for anthropic/claude-sonnet-4-6"):
+        router.complete(CallContext("t", "a"), PARTS)
+    assert fakes["anthropic"].received == []

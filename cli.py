@@ -11,6 +11,7 @@ Example:
 import typer
 
 from app.cli import register as register_app_commands
+from backups.cli import backup_app
 from checks.cli import register as register_check_command
 from staging.cli import staging_app
 
@@ -20,6 +21,7 @@ cli = typer.Typer(
     add_completion=False,
 )
 cli.add_typer(staging_app, name="staging")
+cli.add_typer(backup_app, name="backup")
 register_app_commands(cli)
 register_check_command(cli)
 

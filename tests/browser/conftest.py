@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-import uvicorn
 
 from app.agents.fakes import start_fake_fleet
 from app.agents.ledger import seed_prices
@@ -33,6 +30,7 @@ from app.dispatch import tasks as repo
 from app.dispatch.api import create_api_app
 from app.ui.auth import create_operator
 from app.ui.dev import AgentRunner, demo_router
+from tests.browser.server import ServerThread
 
 CHROMIUM = os.environ.get("VOS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -47,39 +45,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/tests/browser/" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.browser)
-
-
-class ServerThread:
-    """uvicorn in a thread on a fixed port, so it can be stopped and started again."""
-
-    def __init__(self, app, port: int):
-        self.app, self.port = app, port
-        self.server: uvicorn.Server | None = None
-        self.thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 15.0) -> None:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="ui-test-server",
-                                       daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError(f"the test server did not start on port {self.port}")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        if self.thread is not None:
-            self.thread.join(timeout)
-            assert not self.thread.is_alive(), "the test server did not stop in time"
 
 
 @dataclass

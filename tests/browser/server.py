@@ -1,0 +1,48 @@
+"""uvicorn in a thread on a fixed loopback port, restartable (for SSE reconnect tests).
+
+Example:
+    server = ServerThread(create_api_app(pool), free_port())
+    server.start()
+    httpx.get(server.base_url + "/healthz")
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+
+
+class ServerThread:
+    """uvicorn in a thread on a fixed port, so it can be stopped and started again."""
+
+    def __init__(self, app, port: int):
+        self.app, self.port = app, port
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="off", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="ui-test-server",
+                                       daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the test server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout)
+            assert not self.thread.is_alive(), "the test server did not stop in time"

@@ -20,7 +20,7 @@ facts that were in the context sent).
 Run:
     .venv/bin/python benchmarks/tokens.py                 # starts a throwaway Postgres
     DATABASE_URL=postgresql://owner@host/db .venv/bin/python benchmarks/tokens.py
-Options: --calls-per-task-agent N (default 1), --budget TOKENS (retrieval budget, 600).
+Options: --budget TOKENS (retrieval token budget per call, default 600).
 """
 
 from __future__ import annotations

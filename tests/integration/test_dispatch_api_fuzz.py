@@ -13,7 +13,8 @@ from app.dispatch.api import create_api_app
 
 TEXT = st.text(max_size=40)  # includes NUL and other characters Postgres refuses
 VALUE = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), TEXT),
+    st.one_of(st.none(), st.booleans(), st.integers(),
+              st.floats(allow_nan=False, allow_infinity=False), TEXT),
     lambda inner: st.one_of(st.lists(inner, max_size=3),
                             st.dictionaries(TEXT, inner, max_size=3)),
     max_leaves=8,

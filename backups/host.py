@@ -1,7 +1,7 @@
 """`vos-backup`: the host-side command the backups role installs (stdlib + psycopg + gnupg,
 so the host needs no typer, pydantic or the rest of the toolkit).
 
-    vos-backup run  [--config /etc/vos-backup/config.json] [--lock-wait SECONDS]
+    vos-backup run  [--config /etc/vos-backup/config.json] [--lock-wait SECONDS] [--quiet]
     vos-backup list [--config …]        complete backups in the spool and on the target
 
 `run` prints progress on stderr and ONE structured JSON line on stdout (cron pipes it to
@@ -29,10 +29,10 @@ def _progress(message: str) -> None:
     print(f"vos-backup: {message}", file=sys.stderr, flush=True)
 
 
-def cmd_run(config: BackupConfig) -> int:
-    result = run_backup(config, log=_progress)
+def cmd_run(config: BackupConfig, quiet: bool = False) -> int:
+    result = run_backup(config, log=(lambda _m: None) if quiet else _progress)
     print(result.log_line(), flush=True)
-    if result.status == "failed":
+    if result.status == "failed" and not quiet:
         _progress(f"FAILED at step {result.step}: {result.error}")
         return 1
     return 0
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"backup config (default {DEFAULT_CONFIG})")
     parser.add_argument("--lock-wait", type=float, default=None,
                         help="seconds to wait for a run in progress (default: config)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr: only the JSON line (what cron logs)")
     args = parser.parse_args(argv)
     try:
         config = BackupConfig.load(args.config)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.lock_wait is not None:
         config = dataclasses.replace(config, lock_wait_seconds=args.lock_wait)
-    return cmd_run(config) if args.command == "run" else cmd_list(config)
+    return cmd_run(config, args.quiet) if args.command == "run" else cmd_list(config)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ class Target:
         if self.known_hosts_file:
             ssh += ["-o", f"UserKnownHostsFile={self.known_hosts_file}",
                     "-o", "StrictHostKeyChecking=yes"]
+        else:  # no pinned key: trust on first use, refuse a changed key afterwards
+            ssh += ["-o", "StrictHostKeyChecking=accept-new"]
         return ["-e", shlex.join(ssh)]
 
     def _rsync(self, *args: str, timeout: float = RSYNC_TIMEOUT_SECONDS) -> str:

@@ -133,6 +133,77 @@ class MeshSettings(_Strict):
         return self.tailscale.expected_address if self.tailscale else None
 
 
+CRON_FIELD = re.compile(r"^[0-9*/,-]+$")
+
+
+class BackupSettings(_Strict):
+    """Scheduled, GPG-encrypted Postgres backups (roles/backups.py, backups/).
+
+    The database URL is a secret: only the NAME of the operator-side environment variable
+    that holds it is here. The public key file is on the operator's machine; only its
+    content (a PUBLIC key, never a secret one) goes to the host.
+    """
+
+    schedule: str = "17 3 * * *"  # cron's five fields, host time (UTC on our hosts)
+    keep_daily: int = Field(7, ge=1, le=366)
+    keep_weekly: int = Field(4, ge=0, le=520)
+    target_host: str = Field(min_length=1)
+    target_user: str = "vos-backup"
+    target_path: str = "/srv/vos-backups"
+    target_port: int = Field(22, ge=1, le=65535)
+    target_host_key: str | None = None  # "ssh-ed25519 AAAA…" of the target, pinned
+    public_key_file: FilePath
+    database_url_env: str = "VOS_BACKUP_DATABASE_URL"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(CRON_FIELD.match(field) for field in fields):
+            raise ValueError("must be five cron fields, e.g. '17 3 * * *' (03:17 daily)")
+        return value
+
+    @field_validator("target_user")
+    @classmethod
+    def _target_user(cls, value: str) -> str:
+        if not USER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid Linux user name")
+        return value
+
+    @field_validator("target_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9._/-]*", value):
+            raise ValueError("must be an absolute path of letters, digits and ._/- only")
+        return value
+
+    @field_validator("public_key_file")
+    @classmethod
+    def _public_only(cls, value: Path) -> Path:
+        text = value.read_text(errors="replace")
+        if "PRIVATE KEY BLOCK" in text:
+            raise ValueError("this file holds a SECRET key; export the PUBLIC one "
+                             "(gpg --export --armor FINGERPRINT > operator.pub.asc)")
+        if "PUBLIC KEY BLOCK" not in text:
+            raise ValueError("not an armored OpenPGP public key (gpg --export --armor …)")
+        return value
+
+    def database_url(self) -> str:
+        """The managed Postgres URL from the operator's environment; clear error if unset."""
+        value = os.environ.get(self.database_url_env, "").strip()
+        if not value:
+            raise InventoryError(
+                f"backups.database_url_env: environment variable {self.database_url_env} is "
+                "empty; export the URL of a role that owns the database (it must bypass "
+                "row-level security to dump every row)")
+        return value
+
+    @property
+    def target_spec(self) -> str:
+        """rsync's destination, e.g. vos-backup@203.0.113.7:/srv/vos-backups."""
+        return f"{self.target_user}@{self.target_host}:{self.target_path}"
+
+
 class HostSettings(_Strict):
     """One host's inventory data. Extend by adding fields; never rename existing ones."""
 
@@ -151,6 +222,7 @@ class HostSettings(_Strict):
     door_port: int = Field(443, ge=1, le=65535)
     apt_upgrade: bool = True
     mesh: MeshSettings
+    backups: BackupSettings | None = None
 
     @field_validator("ssh_user", "deploy_user")
     @classmethod

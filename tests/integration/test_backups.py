@@ -404,3 +404,62 @@ def test_vos_backup_cli_run_and_drill(host, operator_key, pg_server, tmp_path):
     dump.write_bytes(dump.read_bytes()[:-10])
     bad = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
     assert bad.returncode == 1 and "DRILL FAIL (checksum)" in bad.stdout, bad.stdout
+
+
+# -- checks/test_backups.py against this machine as the "host" (testinfra local backend) ----
+
+def run_backup_checks(config: BackupConfig, tmp_path: Path, *extra: str) -> tuple[int, str]:
+    """Run the real check module with testinfra's local backend; returns (rc, output)."""
+    path = tmp_path / "host-config.json"
+    config.save(path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "checks" / "test_backups.py"),
+         "-p", "checks.plugin", "-p", "no:cacheprovider", "-o", "addopts=", "-q",
+         "--tb=line", "--hosts=local://", "-rs", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "VOS_CHECK_BACKUP_CONFIG": str(path)})
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_checks_pass_on_a_healthy_backup_host(host, tmp_path):
+    assert run_backup(host).status == "ok"
+    rc, output = run_backup_checks(host, tmp_path)
+    assert rc == 0 and "3 passed" in output, output
+
+
+def test_check_fails_on_a_planted_secret_key(host, operator_key, tmp_path):
+    assert run_backup(host).status == "ok"
+    secret = Keyring(operator_key.home).gpg.export_keys(
+        operator_key.fingerprint, secret=True, expect_passphrase=False)
+    Keyring(host.gnupghome).gpg.import_keys(secret)  # what a careless operator might do
+    rc, output = run_backup_checks(host, tmp_path)
+    assert rc == 1 and "BACKUPS §14: secret key material on the host" in output, output
+    assert f"{host.gnupghome}/private-keys-v1.d/" in output
+
+
+def test_check_fails_on_a_30_hour_old_newest_backup(host, tmp_path):
+    assert run_backup(host, now=datetime.now(UTC) - timedelta(hours=30)).status == "ok"
+    rc, output = run_backup_checks(host, tmp_path)
+    assert rc == 1 and "h old (limit 26 h)" in output, output
+    assert "BACKUPS §15: the newest backup on" in output
+
+
+def test_check_fails_on_a_backup_readable_by_others(host, tmp_path):
+    result = run_backup(host)
+    (Path(host.spool_dir) / dump_name(result.name)).chmod(0o644)
+    rc, output = run_backup_checks(host, tmp_path)
+    assert rc == 1 and "BACKUPS §14: readable by group or others: 644" in output, output
+
+
+def test_check_without_backups_role_skips_or_fails_when_required(tmp_path):
+    path = tmp_path / "absent.json"
+    env = {**os.environ, "VOS_CHECK_BACKUP_CONFIG": str(path)}
+    argv = [sys.executable, "-m", "pytest", str(REPO / "checks" / "test_backups.py"),
+            "-p", "checks.plugin", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-rs",
+            "--tb=line", "--hosts=local://"]
+    skipped = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180,
+                             env=env)
+    assert skipped.returncode == 0 and "2 skipped" in skipped.stdout, skipped.stdout
+    required = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180,
+                              env={**env, "VOS_CHECK_REQUIRE_BACKUPS": "1"})
+    assert required.returncode == 1 and "the backups role has not run" in required.stdout

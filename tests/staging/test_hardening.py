@@ -230,3 +230,25 @@ def fail2ban_bans_repeated_bad_logins(vm) -> None:
                             f"exec 3<>/dev/tcp/{vm.public_address}/22"],
                            capture_output=True, timeout=30, check=False)
     assert probe.returncode != 0, "banned address still reaches port 22"
+
+
+def test_cutover_stops_with_public_ssh_intact_when_mesh_ssh_fails(fresh_converged_vm):
+    """Put the host back to "before the cutover" (sshd on all addresses, public SSH allowed),
+    block SSH over the mesh only (WireGuard itself stays up), run the deploy: it must stop at
+    the cutover, non-zero, saying why, and leave public SSH exactly as it was."""
+    vm = fresh_converged_vm
+    vm.ssh("sudo rm /etc/ssh/sshd_config.d/10-vos-listen.conf && sudo systemctl reload ssh && "
+           "sudo ufw allow 22/tcp comment 'vos until cutover'")
+    vm.ssh("sudo ufw insert 1 deny in on tailscale0 to any port 22 proto tcp", check=False)
+    assert vm.lab.address() == vm.public_address, "SSH over the mesh still answers"
+
+    result = vm.run_pyinfra(FULL_DEPLOY)
+    output = pyinfra_output(result)
+    assert result.returncode != 0, output[-3000:]
+    assert "CUTOVER STOPPED: SSH over the mesh to deploy@" in output, output[-3000:]
+    assert "Public SSH is left open and unchanged" in output
+
+    listen = vm.ssh("test -e /etc/ssh/sshd_config.d/10-vos-listen.conf", check=False)
+    assert listen.returncode != 0, "the listen drop-in was written although the probe failed"
+    rules = vm.ssh("sudo ufw status").stdout
+    assert re.search(r"^22/tcp\s+ALLOW\s+Anywhere", rules, re.M), rules

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -32,6 +33,19 @@ def default_state_dir() -> Path:
     """``$VOS_STAGING_DIR`` or ``<repo>/.cache/staging`` (gitignored)."""
     configured = os.environ.get("VOS_STAGING_DIR")
     return Path(configured).resolve() if configured else REPO_ROOT / ".cache" / "staging"
+
+
+def temporary_state_dir(purpose: str) -> Path:
+    """A fresh state dir under /tmp for tests and benchmarks.
+
+    Not pytest's tmp_path: pytest deletes old basetemp dirs whenever another session starts
+    (it keeps three), which would pull the keys from under a VM still running in a long one.
+
+    Example:
+        >>> temporary_state_dir("bench").name.startswith("vos-staging-bench-")
+        True
+    """
+    return Path(tempfile.mkdtemp(prefix=f"vos-staging-{purpose}-"))
 
 
 class SlotLayout(BaseModel):

@@ -32,7 +32,8 @@ Example:
     def test_only_the_door_is_open(converged_vm):
         assert converged_vm.scan() == [443]
 
-Environment knobs: ``VOS_STAGING_BOOT_TIMEOUT`` (default 240 s), ``VOS_IMAGE_CACHE``.
+Environment knobs: ``VOS_STAGING_BOOT_TIMEOUT`` (default 240 s), ``VOS_IMAGE_CACHE``,
+``VOS_STAGING_KEEP_LOGS=1`` keeps the session's state dir (console logs, pyinfra output).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from staging.lab import INVENTORY, PRIMARY, Lab
-from staging.state import REPO_ROOT
+from staging.lab import INVENTORY, PRIMARY, Lab, remove_state_dir
+from staging.state import REPO_ROOT, temporary_state_dir
 
 CONVERGED = "converged"
 FRESH = "fresh"
@@ -165,20 +166,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def staging_lab(tmp_path_factory) -> Iterator[Lab]:
-    """The session's lab in its own state dir (never the developer's .cache/staging)."""
+def staging_lab() -> Iterator[Lab]:
+    """The session's lab in its own state dir (never the developer's .cache/staging, and
+    not pytest's tmp_path either: see staging.state.temporary_state_dir)."""
     if os.geteuid() != 0:
         pytest.skip("the staging tier needs root (network namespaces, taps)")
     missing = [tool for tool in ("qemu-system-x86_64", "wireguard-go", "nmap", "debootstrap")
                if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"staging tier needs {missing}: run `bash scripts/bootstrap.sh`")
-    lab = Lab(tmp_path_factory.mktemp("staging"))
+    lab = Lab(temporary_state_dir("session"))
     try:
         lab.up()
         yield lab
     finally:
         lab.destroy(keep_logs=True)
+        keep = os.environ.get("VOS_STAGING_KEEP_LOGS")
+        if not keep:
+            remove_state_dir(lab.state_dir)
 
 
 @pytest.fixture(scope="session")

@@ -5,24 +5,29 @@ import time
 import pytest
 
 from staging import networks
-from staging.lab import Lab
+from staging.lab import Lab, remove_state_dir
 from staging.proc import StagingError
+from staging.state import temporary_state_dir
 
 
 @pytest.mark.staging_last
-def test_boot_without_ssh_key_fails_clearly_and_cleans_up(tmp_path):
-    lab = Lab(tmp_path / "nokey")
-    namespaces_before = networks.existing_netns()
+def test_boot_without_ssh_key_fails_clearly_and_cleans_up(monkeypatch):
+    lab = Lab(temporary_state_dir("nokey"))
+    claimed = []
+    claim = networks.claim_slot
+    monkeypatch.setattr(networks, "claim_slot", lambda: claimed.append(claim()) or claimed[-1])
     started = time.monotonic()
-    with pytest.raises(StagingError) as failure:
-        lab.up(boot_timeout=150, authorized_key=None)
-    elapsed = time.monotonic() - started
-    message = str(failure.value)
-    assert "operator key is refused" in message and "Console tail" in message, message
-    assert elapsed < 240, f"the failure took {elapsed:.0f} s"
-    assert not lab.exists(), "a failed up must leave no state behind"
-    assert not list(lab.state_dir.glob("*.qcow2"))
-    assert networks.existing_netns() == namespaces_before, "the failed up left a namespace"
+    try:
+        with pytest.raises(StagingError) as failure:
+            lab.up(boot_timeout=150, authorized_key=None)
+        elapsed = time.monotonic() - started
+        message = str(failure.value)
+        assert "operator key is refused" in message and "Console tail" in message, message
+        assert elapsed < 240, f"the failure took {elapsed:.0f} s"
+        assert not lab.exists(), "a failed up must leave no state behind"
+        assert lab.leftovers(claimed[0], pids=[]) == []
+    finally:
+        remove_state_dir(lab.state_dir)
 
 
 @pytest.mark.staging_last

@@ -204,6 +204,76 @@ class BackupSettings(_Strict):
         return f"{self.target_user}@{self.target_host}:{self.target_path}"
 
 
+IMAGE_REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
+MEMORY = re.compile(r"^[1-9][0-9]*[kmg]$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class StackSettings(_Strict):
+    """The app stack (roles/stack.py, stack/): image, how it travels, and the compose knobs.
+
+    Secrets are never values here: `env` maps a variable name inside the containers to the
+    NAME of the operator-side environment variable that holds its value; the deploy writes
+    them to a 0600 root:root env file on the host.
+
+    Example:
+        >>> StackSettings().ship
+        'save-load'
+    """
+
+    base_image: str = "python:3.13-slim"  # a local `debootstrap | docker import` in staging
+    image_repository: str = "agent-vos"
+    ship: Literal["save-load", "registry"] = "save-load"  # registry: the host pulls
+    registry_image: str | None = None  # e.g. ghcr.io/acme/agent-vos (ship = registry)
+    api_port: int = Field(8080, ge=1, le=65535)  # on the mesh IP
+    door_host_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("0.0.0.0")
+    memory_api: str = "512m"
+    memory_door: str = "256m"
+    memory_worker: str = "512m"
+    worker_tenants: list[str] = Field(default_factory=list)  # no tenants: no worker service
+    worker_config: str = "/etc/vos-stack/agents.json"  # inside the container (a tmpfs copy)
+    env: dict[str, str] = Field(default_factory=lambda: {
+        "DATABASE_URL": "VOS_DATABASE_URL", "VOS_DOOR_SECRETS": "VOS_DOOR_SECRETS"})
+    migrate_env: dict[str, str] = Field(default_factory=lambda: {
+        "DATABASE_URL": "VOS_OWNER_DATABASE_URL", "VOS_APP_PASSWORD": "VOS_APP_PASSWORD"})
+    tls: Literal["self-signed", "operator", "acme"] = "self-signed"
+    tls_cert_file: FilePath | None = None  # tls = operator
+    tls_key_file: FilePath | None = None
+    health_timeout_seconds: int = Field(180, ge=10, le=1800)
+    keep_releases: int = Field(5, ge=2, le=50)
+
+    @field_validator("base_image", "image_repository", "registry_image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        if value is not None and not IMAGE_REFERENCE.match(value):
+            raise ValueError(f"{value!r} is not an image reference (e.g. python:3.13-slim)")
+        return value
+
+    @field_validator("memory_api", "memory_door", "memory_worker")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not MEMORY.match(value):
+            raise ValueError(f"{value!r} is not a memory size like 256m or 1g")
+        return value
+
+    @field_validator("env", "migrate_env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for inside, outside in value.items():
+            if not ENV_NAME.match(inside) or not ENV_NAME.match(outside):
+                raise ValueError(f"{inside}={outside}: both sides must be variable NAMES "
+                                 "(A-Z, 0-9, _); values come from the operator's environment")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackSettings:
+        if self.ship == "registry" and not self.registry_image:
+            raise ValueError("ship is 'registry' but registry_image is not set")
+        if self.tls == "operator" and not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError("tls is 'operator': set tls_cert_file and tls_key_file")
+        return self
+
+
 class HostSettings(_Strict):
     """One host's inventory data. Extend by adding fields; never rename existing ones."""
 
@@ -223,6 +293,7 @@ class HostSettings(_Strict):
     apt_upgrade: bool = True
     mesh: MeshSettings
     backups: BackupSettings | None = None
+    stack: StackSettings | None = None
 
     @field_validator("ssh_user", "deploy_user")
     @classmethod

@@ -1,0 +1,73 @@
+"""Render the app's compose file from templates/stack/compose.yml.j2 (jinja2, strict).
+
+Pure functions, no host access: roles/stack.py renders on the operator's side, runs the
+static gate (stack/gate.py) on the result, and only then puts the file on the host.
+
+Example:
+    >>> text = render_compose(ComposeContext(
+    ...     release_id="abc1234-20261124T172800Z", image="agent-vos:abc1234",
+    ...     mesh_ip="100.64.0.2", door_port=443))
+    >>> "100.64.0.2:8080:8080" in text
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jinja2
+import yaml
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+COMPOSE_TEMPLATE = "stack/compose.yml.j2"
+STACK_DIR = "/etc/vos-stack"  # on the host: env files, rendered compose per release
+PROJECT = "vos"
+
+
+@dataclass(frozen=True)
+class ComposeContext:
+    """Everything the compose template needs (names match the template's variables)."""
+
+    release_id: str
+    image: str
+    mesh_ip: str
+    door_port: int
+    door_host_ip: str = "0.0.0.0"
+    api_port: int = 8080
+    project: str = PROJECT
+    env_file: str = f"{STACK_DIR}/app.env"
+    migrate_env_file: str = f"{STACK_DIR}/migrate.env"
+    memory_api: str = "512m"
+    memory_door: str = "256m"
+    memory_worker: str = "512m"
+    worker_tenants: list[str] = field(default_factory=list)
+    worker_config: str = f"{STACK_DIR}/agents.json"
+
+
+def render_compose(context: ComposeContext, template_dir: Path = TEMPLATES,
+                   template_name: str = COMPOSE_TEMPLATE) -> str:
+    """The compose file as text. Undefined template variables are an error, not blanks.
+
+    `template_dir` lets tests render a planted (mutated) copy of the template.
+    """
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, not HTML
+    )
+    return environment.get_template(template_name).render(**asdict(context))
+
+
+def parse_compose(text: str) -> dict:
+    """The compose document as data (YAML anchors and merge keys resolved).
+
+    Example:
+        >>> parse_compose("services: {a: {image: x}}")["services"]["a"]["image"]
+        'x'
+    """
+    document = yaml.safe_load(text)
+    if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
+        raise ValueError("not a compose file: no `services:` mapping at the top level")
+    return document

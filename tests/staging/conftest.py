@@ -221,3 +221,8 @@ def fresh_converged_vm(staging_lab: Lab, converged_snapshot: Path) -> Iterator[S
     finally:
         staging_lab.remove_vm(FRESH)
 
+
+
+def pyinfra_output(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout+stderr of a pyinfra run, for assertion messages (used by other tier modules)."""
+    return f"{result.stdout}\n{result.stderr}"

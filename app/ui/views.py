@@ -2,8 +2,8 @@
 
 Nothing here filters by tenant: `tenant_transaction` sets `app.tenant_id` and row-level
 security does the rest. Task changes go through `app.dispatch.tasks` (and so through the
-status machine of `app.dispatch.status`); cost figures come from the ledger's views through
-`app.agents.ledger.cost_summary`, never from a second computation.
+status machine of `app.dispatch.status`); cost figures come from the ledger's views and its
+spend table, never from a second computation.
 
 Example:
     board = load_board(pool, tenant_id)
@@ -13,13 +13,13 @@ Example:
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from app.agents.ledger import cost_summary
 from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.status import TRANSITIONS, Status
@@ -110,13 +110,14 @@ def _money(value: Any) -> Decimal:
 def load_org_chart(pool: ConnectionPool, tenant_id: uuid.UUID) -> list[dict]:
     """The agents as a forest (roots first: the orchestrator), each with its budget use.
 
-    Budget used is the ledger's per-agent figure (`agent_cost_by_agent.spent_usd`); an agent
-    that never called a model has spent nothing.
+    Budget used is `agent_spend.spent_usd`, the figure the ledger's budget gate settles every
+    call into and checks before the next (app/agents/budgets.py); an agent that never called
+    a model has no row and has spent nothing.
     """
     with tenant_transaction(pool, tenant_id, actor="ui") as conn:
         agents = repo.list_agents(conn)
         spend = {r["agent_id"]: r for r in conn.execute(
-            "SELECT agent_id, spent_usd, cost_usd, calls FROM agent_cost_by_agent")}
+            "SELECT agent_id, spent_usd, reserved_usd FROM agent_spend")}
     nodes = {}
     for agent in agents:
         used = spend.get(agent["id"], {})
@@ -127,7 +128,7 @@ def load_org_chart(pool: ConnectionPool, tenant_id: uuid.UUID) -> list[dict]:
             "initials": initials(agent["name"]),
             "models": model_preference(agent["model_preferences"]),
             "spent_usd": spent,
-            "calls": used.get("calls") or 0,
+            "reserved_usd": _money(used.get("reserved_usd")),
             "budget_pct": float(spent / budget * 100) if budget else None,
             "reports": [],
         }
@@ -160,13 +161,39 @@ def model_preference(prefs: dict | None) -> str:
     return " → ".join(map(str, chain)) if chain else "default chain"
 
 
+# The ledger's views (migration 0100), read as `app.agents.ledger.cost_summary` reads them, but
+# each in its own tenant transaction on its own pooled connection, concurrently: each view
+# aggregates the ledger, so the page costs the slowest view instead of the sum of all five.
+COST_VIEWS: dict[str, tuple[str, bool]] = {
+    "today": ("SELECT * FROM agent_cost_today", True),
+    "this_week": ("SELECT * FROM agent_cost_this_week", True),
+    "per_call": ("SELECT * FROM agent_cost_per_call", True),
+    "by_model": ("SELECT * FROM agent_cost_by_model ORDER BY cost_usd DESC", False),
+    "by_agent": ("SELECT * FROM agent_cost_by_agent ORDER BY cost_usd DESC", False),
+}
+# Grouping 100,000 attempts by call id needs ~50 MB of hash table; with the default 4 MB
+# Postgres spills it to disk. Raised for these read-only statements only (SET LOCAL).
+COST_WORK_MEM = "64MB"
+_cost_readers = ThreadPoolExecutor(max_workers=len(COST_VIEWS), thread_name_prefix="vos-costs")
+
+
+def _read_view(pool: ConnectionPool, tenant_id: uuid.UUID, query: str, one: bool) -> Any:
+    with tenant_transaction(pool, tenant_id, actor="ui") as conn:
+        conn.execute("SELECT set_config('work_mem', %s, true)", [COST_WORK_MEM])
+        cursor = conn.execute(query)
+        return (cursor.fetchone() or {}) if one else cursor.fetchall()
+
+
 def load_costs(pool: ConnectionPool, tenant_id: uuid.UUID) -> dict[str, Any]:
     """The cost tracker's figures: the ledger's views plus cache hit rates derived from them.
 
-    Cache hit rate = cache-read input tokens / all input tokens, today (from agent_cost_today)
-    and over the whole ledger (summing agent_cost_by_model's token columns).
+    Same keys as `app.agents.ledger.cost_summary`. Cache hit rate = cache-read input tokens /
+    all input tokens, today (agent_cost_today) and over the whole ledger (summing
+    agent_cost_by_model's token columns).
     """
-    summary = cost_summary(pool, tenant_id)
+    futures = {key: _cost_readers.submit(_read_view, pool, tenant_id, query, one)
+               for key, (query, one) in COST_VIEWS.items()}
+    summary = {key: future.result() for key, future in futures.items()}
     summary["cache_hit_today"] = cache_hit_rate(summary["today"])
     totals = {k: sum(int(r[k] or 0) for r in summary["by_model"])
               for k in ("uncached_input_tokens", "cache_read_tokens", "cache_write_tokens")}

@@ -29,7 +29,7 @@ from app.db.embedded import free_port
 from app.dispatch import tasks as repo
 from app.dispatch.api import create_api_app
 from app.ui.auth import create_operator
-from app.ui.dev import AgentRunner, demo_router
+from app.ui.dev import AgentRunner, demo_router, seed_demo
 from tests.browser.server import ServerThread
 
 CHROMIUM = os.environ.get("VOS_CHROMIUM", "/usr/bin/chromium")
@@ -61,6 +61,7 @@ class UiStack:
     pool: object
     acme: TenantSetup
     globex: TenantSetup
+    demo: TenantSetup
     runner: AgentRunner
     fleet: dict
 
@@ -75,7 +76,8 @@ def _tenant(owner_dsn: str, pool, slug: str, agents: list[tuple[str, str, str | 
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
         (tenant_id,) = conn.execute(
             "INSERT INTO tenants (slug, name) VALUES (%s, %s) RETURNING id",
-            [unique, slug.title()]).fetchone()
+            [unique, f"{slug.title()} workspace" if slug == "demo" else slug.title()]
+        ).fetchone()
         token = create_operator(conn, tenant_id, f"{slug}-operator")
     ids: dict[str, uuid.UUID] = {}
     with tenant_transaction(pool, tenant_id, actor="test-setup") as conn:
@@ -106,8 +108,10 @@ def ui_stack(migrated_db) -> UiStack:
         with tenant_transaction(pool, globex.id, actor="test-setup") as conn:
             repo.create_task(conn, globex.id, title="Globex secret merger plan", priority="P0",
                              assignee_id=globex.agents["Globex Secret Agent"])
-        yield UiStack(server, pool, acme, globex,
-                      AgentRunner(pool, demo_router(fleet, pool)), fleet)
+        runner = AgentRunner(pool, demo_router(fleet, pool))
+        demo = _tenant(migrated_db.owner_dsn, pool, "demo", [])
+        assert seed_demo(pool, demo.id, runner, say=lambda _msg: None)
+        yield UiStack(server, pool, acme, globex, demo, runner, fleet)
     finally:
         server.stop()
         app.state.ui_hub.stop()

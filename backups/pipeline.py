@@ -304,7 +304,15 @@ def run_backup(config: BackupConfig, log: Callable[[str], None] = lambda _m: Non
 
     `now` exists for tests that need a backup of a given age.
     """
-    os.umask(0o077)
+    previous_umask = os.umask(0o077)  # every file this run creates is the user's alone
+    try:
+        return _locked_run(config, log, now)
+    finally:
+        os.umask(previous_umask)
+
+
+def _locked_run(config: BackupConfig, log: Callable[[str], None],
+                now: datetime | None) -> RunResult:
     spool = Path(config.spool_dir)
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)
     started = time.monotonic()

@@ -89,10 +89,13 @@ def test_no_secret_key_in_any_keyring(host, backup_config):
 
 
 def test_backup_files_closed_to_others(host, configured):
-    """§13/§14: backups, the keyring and the database URL are the backup user's alone."""
-    paths = [configured["spool_dir"], configured["gnupghome"], configured["database_url_file"]]
-    command = ("find " + " ".join(shlex.quote(p) for p in paths) +
-               " -perm /077 -printf '%m %p\\n' 2>/dev/null || true")
+    """§13/§14: backups, the keyring directory and the database URL are the backup user's."""
+    # Every backup file and the URL file; of the keyring, the directory itself (it holds a
+    # public key only, and 0700 closes everything inside).
+    files = " ".join(shlex.quote(configured[k]) for k in ("spool_dir", "database_url_file"))
+    command = (f"{{ find {files} -perm /077 -printf '%m %p\\n'; "
+               f"find {shlex.quote(configured['gnupghome'])} -maxdepth 0 -perm /077 "
+               "-printf '%m %p\\n'; } 2>/dev/null || true")
     with as_root(host):
         loose = host.check_output(command).splitlines()
     assert not loose, (

@@ -463,3 +463,55 @@ def test_check_without_backups_role_skips_or_fails_when_required(tmp_path):
     required = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180,
                               env={**env, "VOS_CHECK_REQUIRE_BACKUPS": "1"})
     assert required.returncode == 1 and "the backups role has not run" in required.stdout
+
+
+# -- the inventory block and the role's operator-side helpers (no host needed) -------------
+
+def _host_data(public_key_file: Path, **backups) -> dict:
+    return {
+        "ssh_hostname": "203.0.113.10", "ssh_user": "deploy", "public_address": "203.0.113.10",
+        "operator_public_keys": ["ssh-ed25519 AAAAC3Nza op@laptop"],
+        "mesh": {"provider": "tailscale", "tailscale": {}},
+        "backups": {"target_host": "198.51.100.7", "public_key_file": str(public_key_file),
+                    **backups},
+    }
+
+
+def test_inventory_backups_block_is_validated(operator_key, tmp_path):
+    from roles.settings import InventoryError, validate_host
+
+    public = tmp_path / "op.pub.asc"
+    public.write_text(operator_key.public_armored)
+    settings = validate_host("vps", _host_data(public)).backups
+    assert settings.target_spec == "vos-backup@198.51.100.7:/srv/vos-backups"
+    assert (settings.keep_daily, settings.keep_weekly, settings.schedule) == (7, 4, "17 3 * * *")
+
+    with pytest.raises(InventoryError, match="backups.schedule: .*five cron fields"):
+        validate_host("vps", _host_data(public, schedule="daily"))
+    with pytest.raises(InventoryError, match="backups.target_path"):
+        validate_host("vps", _host_data(public, target_path="srv/relative"))
+    secret = tmp_path / "op.secret.asc"
+    secret.write_text(Keyring(operator_key.home).gpg.export_keys(
+        operator_key.fingerprint, secret=True, expect_passphrase=False))
+    with pytest.raises(InventoryError, match="holds a SECRET key"):
+        validate_host("vps", _host_data(secret))
+
+
+def test_role_reads_the_fingerprint_and_demands_the_database_url(operator_key, tmp_path,
+                                                                monkeypatch):
+    from roles.backups import host_config, public_key_fingerprint
+    from roles.settings import InventoryError, validate_host
+
+    public = tmp_path / "op.pub.asc"
+    public.write_text(operator_key.public_armored)
+    assert public_key_fingerprint(public) == operator_key.fingerprint
+    settings = validate_host("vps", _host_data(public, database_url_env="VOS_T_URL")).backups
+    monkeypatch.delenv("VOS_T_URL", raising=False)
+    with pytest.raises(InventoryError, match="VOS_T_URL is empty"):
+        settings.database_url()
+    # The config the role writes is exactly what the host-side tool loads.
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(host_config(settings, operator_key.fingerprint)))
+    loaded = BackupConfig.load(config_path)
+    assert loaded.recipient == operator_key.fingerprint
+    assert loaded.target == "vos-backup@198.51.100.7:/srv/vos-backups"

@@ -33,6 +33,7 @@ Example:
         assert converged_vm.scan() == [443]
 
 Environment knobs: ``VOS_STAGING_BOOT_TIMEOUT`` (default 240 s), ``VOS_IMAGE_CACHE``,
+``VOS_STAGING_CONVERGE_DEPLOY`` (default ``deploys/full.py``; e.g. ``deploys/mesh.py``),
 ``VOS_STAGING_KEEP_LOGS=1`` keeps the session's state dir (console logs, pyinfra output).
 """
 
@@ -54,6 +55,8 @@ from staging.state import REPO_ROOT, temporary_state_dir
 CONVERGED = "converged"
 FRESH = "fresh"
 FULL_DEPLOY = REPO_ROOT / "deploys" / "full.py"
+# What `converged_vm` converges with: deploys/full.py unless overridden for iteration.
+CONVERGE_DEPLOY = REPO_ROOT / os.environ.get("VOS_STAGING_CONVERGE_DEPLOY", "deploys/full.py")
 
 
 class StagingVm:
@@ -197,10 +200,10 @@ def staging_vm(staging_lab: Lab) -> StagingVm:
 def converged_snapshot(staging_vm: StagingVm) -> Path:
     """Run deploys/full.py once on the pristine VM, then freeze its disk."""
     staging_vm.activate()
-    result = staging_vm.run_pyinfra(FULL_DEPLOY)
+    result = staging_vm.run_pyinfra(CONVERGE_DEPLOY)
     if result.returncode != 0:
         pytest.fail(
-            f"deploys/full.py failed on the staging VM (exit {result.returncode}):\n"
+            f"{CONVERGE_DEPLOY.name} failed on the staging VM (exit {result.returncode}):\n"
             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
     return staging_vm.lab.snapshot(PRIMARY, "converged-base")

@@ -3,20 +3,21 @@ fake providers, so the whole Command Center runs on one laptop in one command.
 
 - `demo_router(fleet, pool)`: the router over the fake Anthropic/OpenAI/OpenRouter/Ollama
   servers, with the ledger's Postgres accounting (every attempt is a real ledger row).
-- `AgentRunner`: a dispatch-worker handler. It sends the task to its assignee's model chain
-  and returns the reply; the worker then moves the task Active → Review.
+- `demo_workforce(fleet, pool)`: the workforce (`app.agents.workforce.Workforce`) over that
+  router; its `handle` is the dispatch worker's handler (persona, chain, budget, ledger), and
+  the worker then moves the task Active → Review.
 - `seed_demo(pool, tenant_id, runner)`: an orchestrator with a marketing lead, a creative and
   a CTO agent, a dozen tasks across the four columns (moved through the real status
   machine), and a few agent calls. Does nothing when the tenant already has agents.
 
 Example:
     fleet = start_fake_fleet()
-    runner = AgentRunner(pool, demo_router(fleet, pool))
-    seed_demo(pool, tenant_id, runner)
+    seed_demo(pool, tenant_id, demo_workforce(fleet, pool).handle)
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -25,17 +26,27 @@ from psycopg_pool import ConnectionPool
 
 from app.agents.fakes import FakeProviderServer
 from app.agents.ledger import PostgresAccounting, seed_prices
-from app.agents.prefix import PromptParts
 from app.agents.providers import build_provider
-from app.agents.router import CallContext, Deployment, RetryPolicy, Router
+from app.agents.router import Deployment, RetryPolicy, Router
+from app.agents.workforce import Workforce
 from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.status import Status
 
-SYSTEM_PROMPT = (
-    "You are an agent of the Agent VOS workforce. Work the task you are given, state what "
-    "you did in two sentences, and flag anything a human must review before it ships. "
-) * 4
+# Long enough (> 1,024 tokens) that providers cache it: the demo's cost tracker then shows
+# real cache reads from the fakes, as a production handbook would.
+HANDBOOK_RULES = (
+    "Work only the task you are given and say what you did in two sentences.",
+    "Flag anything a human must review before it ships, and why.",
+    "Never paste secrets, keys or customer data into a reply; name where they live instead.",
+    "Prefer the smallest change that solves the task; say what you left out.",
+    "When a task is unclear, ask one precise question rather than guess.",
+    "Cite the document or passage a claim comes from.",
+    "Keep the brand voice: plain words, short sentences, no hype.",
+    "Estimate cost before expensive work and stop when the budget says so.",
+)
+SYSTEM_PROMPT = "You are an agent of the Agent VOS workforce. Operating handbook: " + " ".join(
+    f"Rule {n}.{i}: {rule}" for n in range(1, 9) for i, rule in enumerate(HANDBOOK_RULES, 1))
 
 # (name, role, manager, model chain, budget USD, persona)
 DEMO_AGENTS: tuple[tuple[str, str, str | None, list[str], int, str], ...] = (
@@ -90,39 +101,46 @@ def demo_router(fleet: dict[str, FakeProviderServer], pool: ConnectionPool,
                   policy=RetryPolicy(max_attempts=2, base_delay=0.05))
 
 
-class AgentRunner:
-    """Works a task with its assignee's model chain (a `Worker` handler).
+def demo_workforce(fleet: dict[str, FakeProviderServer], pool: ConnectionPool) -> Workforce:
+    """The workforce handler (`app.agents.workforce`) over the fake fleet.
 
     Example:
-        Worker(pool, "dev/agents", AgentRunner(pool, router)).run_once(tenant_id)
+        Worker(pool, "dev/agents", demo_workforce(fleet, pool).handle).run_once(tenant_id)
     """
+    return Workforce(pool, demo_router(fleet, pool), system_prompt=SYSTEM_PROMPT)
 
-    def __init__(self, pool: ConnectionPool, router: Router):
-        self.pool = pool
-        self.router = router
 
-    def __call__(self, task: dict) -> dict:
-        tenant_id = task["tenant_id"]
-        agent = self._agent_for(tenant_id, task["assignee_id"])
-        parts = PromptParts(system=SYSTEM_PROMPT, persona=agent["persona"],
-                            task=f"{task['title']}\n\n{task['body']}".strip())
-        chain = (agent["model_preferences"] or {}).get("chain")
-        routed = self.router.complete(CallContext(tenant_id, agent["id"], task["id"]), parts,
-                                      chain=chain)
-        return {"agent": agent["name"], "deployment": routed.deployment.name,
-                "summary": routed.completion.text[:300], "cost_usd": str(routed.cost_usd)}
+def orchestrated(pool: ConnectionPool, handle: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """Wrap a workforce handler so an unassigned task goes to the orchestrator (the agent
+    without a manager) first, through the dispatch engine's assign step, instead of failing.
 
-    def _agent_for(self, tenant_id: uuid.UUID, assignee_id: uuid.UUID | None) -> dict:
-        """The assignee, or the orchestrator (the agent without a manager) if none."""
-        with tenant_transaction(self.pool, tenant_id, actor="agents") as conn:
-            if assignee_id is not None:
-                return repo.get_agent(conn, assignee_id)
-            row = conn.execute(
-                "SELECT id FROM agents WHERE manager_id IS NULL ORDER BY created_at LIMIT 1"
-            ).fetchone()
-            if row is None:
-                raise LookupError("no agent to work this task; add agents first")
-            return repo.get_agent(conn, row["id"])
+    Example:
+        handler = orchestrated(pool, demo_workforce(fleet, pool).handle)
+    """
+    def handler(task: dict) -> dict:
+        if task.get("assignee_id") is None:
+            with tenant_transaction(pool, task["tenant_id"], actor="vos-dev") as conn:
+                root = conn.execute("SELECT id FROM agents WHERE manager_id IS NULL "
+                                    "ORDER BY created_at LIMIT 1").fetchone()
+                if root is not None:
+                    task = repo.assign_task(conn, task["id"], root["id"])
+        return handle(task)
+    return handler
+
+
+def run_dev_worker(pool: ConnectionPool, tenant_id: uuid.UUID, handler: Callable[[dict], Any],
+                   stop: threading.Event, pause_seconds: float = 1.0) -> None:
+    """At most one task per `pause_seconds`: a task that keeps failing (no budget left, say)
+    is retried at that pace instead of in a tight loop."""
+    from app.dispatch.worker import Worker
+
+    worker = Worker(pool, "vos-dev/agents", handler)
+    while not stop.is_set():
+        try:
+            worker.run_once(tenant_id)
+        except Exception as exc:  # keep the dev server up; the next round retries
+            print(f"vos dev worker: {type(exc).__name__}: {exc}")
+        stop.wait(pause_seconds)
 
 
 def seed_demo(pool: ConnectionPool, tenant_id: uuid.UUID, work: Callable[[dict], Any],

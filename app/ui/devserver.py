@@ -92,8 +92,7 @@ class DevStack:
     def _start_fakes_and_app(self, app_dsn: str) -> None:
         from app.agents.fakes import start_fake_fleet
         from app.dispatch.api import create_api_app
-        from app.dispatch.worker import Worker
-        from app.ui.dev import AgentRunner, demo_router, seed_demo
+        from app.ui.dev import demo_workforce, orchestrated, run_dev_worker, seed_demo
 
         self.say("step 3/5: fake providers (Anthropic, OpenAI, OpenRouter, Ollama wire formats)")
         self.fleet = start_fake_fleet()
@@ -101,13 +100,13 @@ class DevStack:
             self.say(f"  {name:<10} {server.base_url}")
         self.pool = open_pool(app_dsn, min_size=2, max_size=8, name="vos-dev")
         self.pool.wait(timeout=30)
-        runner = AgentRunner(self.pool, demo_router(self.fleet, self.pool))
+        runner = demo_workforce(self.fleet, self.pool).handle
         self.say("step 4/5: demo data")
         if not seed_demo(self.pool, self.tenant_id, runner, say=self.say):
             self.say("  the tenant has agents already: kept as it is")
-        worker = Worker(self.pool, "vos-dev/agents", runner)
         self._worker_thread = threading.Thread(
-            target=worker.run, args=([self.tenant_id], self._stop_worker, 1.0),
+            target=run_dev_worker,
+            args=(self.pool, self.tenant_id, orchestrated(self.pool, runner), self._stop_worker),
             name="vos-dev-worker", daemon=True)
         self._worker_thread.start()
         self.app = create_api_app(self.pool)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from app.db.embedded import free_port
 from app.dispatch import tasks as repo
 from app.dispatch.api import create_api_app
 from app.ui.auth import create_operator
-from app.ui.dev import AgentRunner, demo_router, seed_demo
+from app.ui.dev import demo_workforce, seed_demo
 from tests.browser.server import ServerThread
 
 CHROMIUM = os.environ.get("VOS_CHROMIUM", "/usr/bin/chromium")
@@ -62,7 +63,7 @@ class UiStack:
     acme: TenantSetup
     globex: TenantSetup
     demo: TenantSetup
-    runner: AgentRunner
+    runner: Callable[[dict], dict]
     fleet: dict
 
     @property
@@ -108,7 +109,7 @@ def ui_stack(migrated_db) -> UiStack:
         with tenant_transaction(pool, globex.id, actor="test-setup") as conn:
             repo.create_task(conn, globex.id, title="Globex secret merger plan", priority="P0",
                              assignee_id=globex.agents["Globex Secret Agent"])
-        runner = AgentRunner(pool, demo_router(fleet, pool))
+        runner = demo_workforce(fleet, pool).handle
         demo = _tenant(migrated_db.owner_dsn, pool, "demo", [])
         assert seed_demo(pool, demo.id, runner, say=lambda _msg: None)
         yield UiStack(server, pool, acme, globex, demo, runner, fleet)

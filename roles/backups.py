@@ -225,6 +225,6 @@ def _target_access(settings: BackupSettings) -> None:
 
 def _show_target_key(target: str) -> None:
     ok, output = host.run_shell_command(f"cat {SSH_KEY}.pub", _sudo=True)
-    key = "".join(line.line for line in output.stdout_lines) if ok else "(unreadable)"
+    key = output.stdout.strip() if ok else "(unreadable)"
     logger.info(f"{host.print_prefix}backup target {target} must authorise this key "
                 f"(restrict it: command=\"rrsync {target.partition(':')[2]}\"): {key}")

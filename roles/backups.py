@@ -151,22 +151,24 @@ def scheduled(settings: BackupSettings, run_now: bool = False):
     _directories()
     _tooling()
     files.put(name="Operator's PUBLIC key", src=str(settings.public_key_file),
-              dest=str(PUBLIC_KEY_DEST), user="root", group="root", mode="644", _sudo=True)
+              dest=str(PUBLIC_KEY_DEST), user="root", group="root", mode="644",
+              create_remote_dir=False, _sudo=True)
     public_key_imported(name="Public key in the backup keyring", homedir=str(GNUPGHOME),
                         user=BACKUP_USER, key_file=str(PUBLIC_KEY_DEST),
                         fingerprint=fingerprint, _sudo=True)
     files.put(name="Backup config (/etc/vos-backup/config.json)",
               src=StringIO(json.dumps(host_config(settings, fingerprint), indent=2) + "\n"),
               dest=str(ETC / "config.json"), user="root", group=BACKUP_USER, mode="640",
-              _sudo=True)
+              create_remote_dir=False, _sudo=True)
     files.put(name="Database URL for pg_dump (0600, secret)", src=StringIO(database_url + "\n"),
               dest=str(ETC / "database-url"), user=BACKUP_USER, group=BACKUP_USER,
-              mode="600", _sudo=True)
+              mode="600", create_remote_dir=False, _sudo=True)
     _target_access(settings)
     files.template(name="Schedule (/etc/cron.d/vos-backup, flock'd)",
                    src=template("backups/cron.j2"), dest="/etc/cron.d/vos-backup",
                    user="root", group="root", mode="644", schedule=settings.schedule,
-                   run_as=BACKUP_USER, lock_file=str(CRON_LOCK), _sudo=True)
+                   run_as=BACKUP_USER, lock_file=str(CRON_LOCK), create_remote_dir=False,
+                   _sudo=True)
     if run_now:
         server.shell(name="Take one backup now (same flock as cron)",
                      commands=[f"runuser -u {BACKUP_USER} -- /usr/bin/flock -w 3600 "
@@ -175,6 +177,9 @@ def scheduled(settings: BackupSettings, run_now: bool = False):
 
 
 def _directories() -> None:
+    """Every directory the role writes into, made here with its owner and mode (the file
+    operations run with create_remote_dir=False: pyinfra would otherwise chown a file's
+    parent to the file's owner, e.g. /etc/vos-backup to vos-backup for database-url)."""
     for path, owner, group, mode in (
         (HOME, BACKUP_USER, BACKUP_USER, "700"), (GNUPGHOME, BACKUP_USER, BACKUP_USER, "700"),
         (SPOOL, BACKUP_USER, BACKUP_USER, "700"), (SSH_DIR, BACKUP_USER, BACKUP_USER, "700"),
@@ -188,11 +193,11 @@ def _tooling() -> None:
     for module in HOST_MODULES:
         files.put(name=f"Tooling: backups/{module}", src=str(SOURCE / module),
                   dest=str(INSTALL_DIR / "backups" / module), user="root", group="root",
-                  mode="644", _sudo=True)
+                  mode="644", create_remote_dir=False, _sudo=True)
     files.template(name="Tooling: /usr/local/bin/vos-backup",
                    src=template("backups/vos-backup.sh.j2"), dest="/usr/local/bin/vos-backup",
                    user="root", group="root", mode="755", install_dir=str(INSTALL_DIR),
-                   _sudo=True)
+                   create_remote_dir=False, _sudo=True)
 
 
 @operation()
@@ -217,7 +222,7 @@ def _target_access(settings: BackupSettings) -> None:
     if line:
         files.put(name="Pinned host key of the backup target", src=StringIO(line),
                   dest=str(KNOWN_HOSTS), user=BACKUP_USER, group=BACKUP_USER, mode="644",
-                  _sudo=True)
+                  create_remote_dir=False, _sudo=True)
     python.call(name="Show the new key to authorise on the backup target",
                 function=_show_target_key, target=settings.target_spec,
                 _if=made.did_change)

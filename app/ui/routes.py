@@ -106,6 +106,7 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
     """
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(prefix=PREFIX, initials=views.initials)
+    templates.env.trim_blocks = templates.env.lstrip_blocks = True  # leaner HTML, big boards
     hub = feed.NotifyHub(pool.conninfo)
     app.state.ui_hub = hub
     router = APIRouter(prefix=PREFIX, include_in_schema=False)

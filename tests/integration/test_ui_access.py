@@ -245,3 +245,19 @@ def test_sse_resumes_from_last_event_id_and_shows_one_tenant(served, operator):
     assert live[0]["data"]["title"] == "live-1"
     ids = [e["id"] for e in first + resumed + live]
     assert ids == sorted(set(ids)), "events repeated or out of order"
+
+
+def test_the_door_never_serves_the_command_center(served, operator):
+    """The UI lives in the private API process only; the public door has no /ui at all."""
+    from starlette.testclient import TestClient
+
+    from app.door.app import create_door_app
+
+    _server, pool = served
+    _acme, token = operator("door")
+    door = create_door_app(pool, {"edge": [b"k" * 24]})
+    with TestClient(door) as c:
+        for path in ("/ui/", "/ui/login", "/ui/board", "/ui/static/app.js", "/ui/feed/stream"):
+            answer = c.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code in (404, 405), (path, answer.status_code)
+            assert "Command Center" not in answer.text

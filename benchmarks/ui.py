@@ -157,8 +157,10 @@ def run(owner_dsn: str, tasks: int, ledger_rows: int, runs: int) -> None:
     board = get("/ui/board")()
     cards = board.text.count('data-testid="card"')
     step(f"board shows {cards} cards of {tasks} tasks (50 per column, counts for the rest)")
+    load = os.getloadavg()[0]
     print(f"\n{tasks} tasks, {ledger_rows} ledger rows per tenant, 2 tenants, {runs} runs each "
-          f"(budget {BUDGET_MS:.0f} ms)")
+          f"(budget {BUDGET_MS:.0f} ms); load average {load:.1f} on {os.cpu_count()} CPUs "
+          "(other jobs share this machine: compare runs at similar load)")
     report("GET /ui/board", timed(get("/ui/board"), runs))
     report("GET /ui/board/fragment", timed(get("/ui/board/fragment"), runs))
     report("GET /ui/costs", timed(get("/ui/costs"), runs))
@@ -168,6 +170,7 @@ def run(owner_dsn: str, tasks: int, ledger_rows: int, runs: int) -> None:
     for key, (query, one) in views.COST_VIEWS.items():
         report(f"    view {key}", timed(
             lambda q=query, o=one: views._read_view(pool, tenant_id, q, o), max(5, runs // 3)))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     loop.run_until_complete(client.aclose())
     loop.close()
     app.state.ui_hub.stop()

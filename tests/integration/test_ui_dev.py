@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db.embedded import free_port
+from app.db.embedded import EmbeddedPostgres, free_port
 
 VOS = Path(sys.executable).with_name("vos")
 START_TIMEOUT = 120
@@ -52,7 +52,7 @@ class DevProcess:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.2)
-        self.proc.kill()
+        self.stop()
         raise AssertionError("vos dev did not print the Command Center URL:\n"
                              + "\n".join(self.lines))
 
@@ -78,6 +78,8 @@ def pg_dir():
     base = Path(tempfile.mkdtemp(prefix="vos-dev-test-"))
     base.chmod(0o711)  # the embedded server runs as `postgres` when we are root
     yield base / "pg"
+    # if vos dev died without its Ctrl-C path, its Postgres must not outlive the test
+    EmbeddedPostgres(base / "pg").destroy()
     shutil.rmtree(base, ignore_errors=True)
 
 

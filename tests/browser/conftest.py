@@ -123,7 +123,10 @@ def ui_stack(migrated_db) -> UiStack:
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # assertions poll up to 10 s (default 5 s): this machine is shared with busy VMs
+    expect.set_options(timeout=10_000)
 
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package "

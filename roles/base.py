@@ -14,6 +14,8 @@ Example (inside deploys/full.py):
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Users
@@ -42,6 +44,13 @@ def packages(upgrade: bool = True, extra: list[str] | None = None):
     Example:
         packages(upgrade=False)  # staging: skip the full upgrade, say so in the output
     """
+    files.put(
+        name="apt waits for the dpkg lock (a fresh VPS runs unattended-upgrades at boot)",
+        src=StringIO('DPkg::Lock::Timeout "600";\n'),
+        dest="/etc/apt/apt.conf.d/90-vos-lock-timeout",
+        user="root", group="root", mode=644,
+        _sudo=True,
+    )
     apt.update(name="apt update (cached 1 h)", cache_time=APT_CACHE_SECONDS, _sudo=True)
     if upgrade:
         apt.upgrade(name="apt upgrade (only when something is upgradable)", _sudo=True)

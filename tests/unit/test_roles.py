@@ -18,6 +18,7 @@ from roles.ops.sshd import swap_and_test_script
 from roles.ops.ufw import UfwState, normalise_rule, parse_ufw_state
 
 MESH = "100.64.0.2"
+LOCK_TIMEOUT = "/etc/apt/apt.conf.d/90-vos-lock-timeout"
 
 
 def fresh(name: str) -> dict:
@@ -31,6 +32,8 @@ def fresh(name: str) -> dict:
     facts = set_fact(facts, "systemd.SystemdStatus", {"ssh.socket": name == "ubuntu2404"},
                      user_mode=False, machine=None, user_name=None, services=["ssh.socket"])
     facts = set_fact(facts, "files.File", None, path=ssh.SOCKET_DROPIN)
+    for fact in ("files.File", "files.Directory"):
+        facts = set_fact(facts, fact, None, path=LOCK_TIMEOUT)
     for scope in ("all", "default"):  # ufw (and its sysctl.conf) arrive with base packages
         facts = set_fact(facts, "files.FindInFile", [f"net/ipv4/conf/{scope}/log_martians=0"],
                          **martians_lookup(scope))
@@ -300,8 +303,15 @@ def test_sysctl_sets_only_what_differs(debian):
     assert "kernel.yama.ptrace_scope = 1" in plan.uploads["/etc/sysctl.d/99-vos-hardening.conf"]
 
 
+def test_apt_waits_for_the_dpkg_lock_before_anything_else(debian):
+    plan = plan_role(base.packages, debian, upgrade=False)
+    first = plan.operations[0]
+    assert "dpkg lock" in first.name
+    assert first.uploads[LOCK_TIMEOUT] == 'DPkg::Lock::Timeout "600";\n'
+
+
 def test_apt_upgrade_is_a_setting(debian):
-    assert not any("upgrade" in op.name for op in plan_role(base.packages, debian,
+    assert not any("apt upgrade" in op.name for op in plan_role(base.packages, debian,
                                                               upgrade=False))
     assert any("apt upgrade" in op.name for op in plan_role(base.packages, debian,
                                                             upgrade=True))

@@ -197,6 +197,12 @@ def staging_vm(staging_lab: Lab) -> StagingVm:
 
 
 @pytest.fixture(scope="session")
+def converge_deploy() -> Path:
+    """The deploy `converged_vm` was converged with (deploys/full.py unless overridden)."""
+    return CONVERGE_DEPLOY
+
+
+@pytest.fixture(scope="session")
 def converged_snapshot(staging_vm: StagingVm) -> Path:
     """Run deploys/full.py once on the pristine VM, then freeze its disk."""
     staging_vm.activate()

@@ -20,8 +20,8 @@ def test_checks_pass_on_the_converged_vm(converged_vm):
     assert result.returncode == 0, f"checks failed:\n{result.stdout[-6000:]}{result.stderr}"
 
 
-def test_second_deploy_changes_nothing(converged_vm):
-    result = converged_vm.run_pyinfra("deploys/full.py")
+def test_second_deploy_changes_nothing(converged_vm, converge_deploy):
+    result = converged_vm.run_pyinfra(converge_deploy)
     output = pyinfra_output(result)
     assert result.returncode == 0, output[-4000:]
     total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)

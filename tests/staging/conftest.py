@@ -154,6 +154,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "staging_last: run after every other staging test")
 
 
+@pytest.hookimpl(tryfirst=True)  # mark before `-m "not staging"` deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark everything under tests/staging as `staging`; then order pristine-VM tests
     first, converged next, mutations last, so each VM boots once."""

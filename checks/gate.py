@@ -67,7 +67,7 @@ class GateResult:
         for failure in self.failures:
             for line in failure["message"].splitlines():
                 line = line.removeprefix("AssertionError: ").removeprefix("Failed: ")
-                if line.strip() and not line.startswith("assert "):
+                if line.strip() and not line.lstrip().startswith(("assert ", "+")):
                     lines.append(f"  - {line.strip()}")
             lines.append(f"    ({failure['test']})")
         if not self.failures:

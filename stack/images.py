@@ -1,0 +1,171 @@
+"""Build, save and load the app image on the operator's side; no registry needed.
+
+    vos image base                      # local base: debootstrap | docker import (no pulls)
+    vos image build --base vos-base:trixie
+    vos image save agent-vos:3f2a1c0 -o /tmp/agent-vos.tar   # then copy, `docker load`
+
+The build never touches the network: the wheelhouse (the app and every dependency, binary
+wheels for the base image's Python) is prepared with the operator's own pip first, then the
+Dockerfile (images/Dockerfile) installs from it with `--no-index`.
+
+Example:
+    tag = build_image(base_image="vos-base:trixie")   # -> "agent-vos:3f2a1c0"
+    save_image(tag, Path("/tmp/agent-vos.tar"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = REPO_ROOT / "images" / "Dockerfile"
+DEFAULT_REPOSITORY = "agent-vos"
+LOCAL_BASE = "vos-base:trixie"
+BASE_PACKAGES = ["python3", "python3-venv", "ca-certificates"]
+MIRROR = "http://deb.debian.org/debian"
+# Binary wheels only, for the base image's CPython; these tags cover every dependency.
+PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"]
+
+
+class ImageError(RuntimeError):
+    """An image step failed; the message says which and what to do next."""
+
+
+def _say(message: str) -> None:
+    print(f"==> [image] {message}", file=sys.stderr, flush=True)
+
+
+def _run(command: list[str], step: str, timeout: float, **kwargs) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                **kwargs)
+    except subprocess.TimeoutExpired:
+        raise ImageError(f"{step}: timed out after {timeout:.0f} s") from None
+    if result.returncode != 0:
+        raise ImageError(f"{step} failed (exit {result.returncode}):\n"
+                         f"{(result.stderr or result.stdout)[-3000:]}")
+    return result.stdout
+
+
+def image_exists(reference: str) -> bool:
+    """True when the local engine has the image."""
+    result = subprocess.run(["docker", "image", "inspect", reference], capture_output=True,
+                            timeout=60)
+    return result.returncode == 0
+
+
+def base_cache_dir() -> Path:
+    """Where the debootstrapped base tree is kept (`$VOS_IMAGE_CACHE`/docker-base)."""
+    root = Path(os.environ.get("VOS_IMAGE_CACHE", Path.home() / ".cache" / "vos" / "images"))
+    return root / "docker-base"
+
+
+def ensure_local_base(tag: str = LOCAL_BASE, suite: str = "trixie", mirror: str = MIRROR,
+                      say: Callable[[str], None] = _say) -> str:
+    """A local base image with python3, made with `debootstrap | docker import` (no pulls).
+
+    The debootstrapped tree is cached, so re-importing after an engine reset takes seconds.
+    """
+    if image_exists(tag):
+        return tag
+    tree = base_cache_dir() / suite / "rootfs"
+    if not (tree / "usr" / "bin" / "python3").exists():
+        if os.geteuid() != 0:
+            raise ImageError("building the local base runs debootstrap, which needs root")
+        scratch = tree.with_name("rootfs.partial")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        say(f"base: debootstrap {suite} (minbase + {', '.join(BASE_PACKAGES)}), ~3 min")
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+              suite, str(scratch), mirror], "debootstrap", timeout=1200)
+        shutil.rmtree(scratch / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+        scratch.rename(tree)
+    say(f"base: docker import {tree} as {tag}")
+    tar = subprocess.Popen(["tar", "-C", str(tree), "--numeric-owner", "-c", "."],
+                           stdout=subprocess.PIPE)
+    try:
+        _run(["docker", "import", "--change", 'CMD ["/bin/bash"]', "-", tag],
+             "docker import", timeout=600, stdin=tar.stdout)
+    finally:
+        tar.stdout.close()
+        tar.wait(timeout=60)
+    return tag
+
+
+def base_python_version(base_image: str) -> str:
+    """`3.13` for a trixie base, read by running the base's python3 (no network)."""
+    out = _run(["docker", "run", "--rm", "--network", "none", base_image, "python3", "-c",
+                "import sys; print('%d.%d' % sys.version_info[:2])"],
+               f"reading the Python version of {base_image}", timeout=120)
+    return out.strip()
+
+
+def source_revision(repo: Path = REPO_ROOT) -> str:
+    """The git short sha, plus `-dirty-<hash>` when the work tree has uncommitted changes
+    in the shipped code, so an image tag always names its content.
+
+    Example:
+        source_revision()  # -> "3f2a1c0" or "3f2a1c0-dirty-9b1e"
+    """
+    sha = _run(["git", "rev-parse", "--short=7", "HEAD"], "git rev-parse", 30,
+               cwd=repo).strip()
+    diff = _run(["git", "diff", "HEAD", "--", "app", "cli.py", "pyproject.toml"],
+                "git diff", 60, cwd=repo)
+    if not diff:
+        return sha
+    return f"{sha}-dirty-{hashlib.sha256(diff.encode()).hexdigest()[:4]}"
+
+
+def prepare_wheelhouse(directory: Path, python_version: str, repo: Path = REPO_ROOT,
+                       say: Callable[[str], None] = _say) -> None:
+    """The app's wheel plus binary wheels of every dependency for `python_version`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip"]
+    say(f"wheelhouse: the app's wheel (from {repo})")
+    _run([*pip, "wheel", "-q", "--no-deps", "-w", str(directory), str(repo)],
+         "pip wheel (the app)", timeout=600)
+    say(f"wheelhouse: dependencies for CPython {python_version}")
+    platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
+    _run([*pip, "download", "-q", "--dest", str(directory), "--only-binary=:all:",
+          "--python-version", python_version, "--implementation", "cp", *platforms,
+          *(str(wheel) for wheel in directory.glob("agent_vos-*.whl"))],
+         "pip download (dependencies)", timeout=900)
+
+
+def build_image(base_image: str, repository: str = "agent-vos", tag: str | None = None,
+                say: Callable[[str], None] = _say) -> str:
+    """Build the app image on this machine; returns its reference (repository:revision)."""
+    if not image_exists(base_image):
+        raise ImageError(f"base image {base_image} is not in the local engine: `docker pull "
+                         f"{base_image}` where a registry is reachable, or `vos image base` "
+                         "to make one with debootstrap")
+    reference = f"{repository}:{tag or source_revision()}"
+    version = base_python_version(base_image)
+    with tempfile.TemporaryDirectory(prefix="vos-image-", dir="/var/tmp") as scratch:
+        context = Path(scratch)
+        prepare_wheelhouse(context / "wheels", version, say=say)
+        shutil.copy(DOCKERFILE, context / "Dockerfile")
+        say(f"build: {reference} FROM {base_image} (no network)")
+        _run(["docker", "build", "--network", "none", "--build-arg",
+              f"BASE_IMAGE={base_image}", "-t", reference, str(context)],
+             "docker build", timeout=1800, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    return reference
+
+
+def save_image(reference: str, path: Path) -> Path:
+    """`docker save` to a tar file (what travels to the host instead of a registry pull)."""
+    _run(["docker", "save", "-o", str(path), reference], f"docker save {reference}", 900)
+    return path
+
+
+def load_image(path: Path) -> str:
+    """`docker load` of a saved tar; returns the loaded reference."""
+    out = _run(["docker", "load", "-i", str(path)], f"docker load {path}", 900)
+    return out.strip().rpartition("Loaded image: ")[2] or out.strip()

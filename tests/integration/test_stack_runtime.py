@@ -1,0 +1,106 @@
+"""The RUNTIME binding gate (checks/test_stack.py) against a real Docker engine.
+
+Containers come from the local base (`debootstrap | docker import`, nothing is pulled). A
+container published `-p 0.0.0.0:18080:80` must make the check fail, naming the container and
+the fix; the door (compose service label `door`) on the door port and a mesh/loopback binding
+must pass. The check runs exactly as the deploy gate runs it: pytest + testinfra, here with
+the `local://` backend, the engine on this machine being "the host".
+
+Cost: ~20 s with the base image cached (first run: debootstrap ~3 min + import ~30 s).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from stack.engine import start_dockerd, stop_dockerd
+from stack.images import REPO_ROOT, ensure_local_base
+
+pytestmark = pytest.mark.integration
+
+MESH_IP = "100.64.0.2"  # the check's idea of the mesh IP; nothing here binds it
+DOOR_PORT = 18443
+HARDENED = ["--read-only", "--security-opt", "no-new-privileges:true", "--cap-drop", "ALL"]
+
+
+@pytest.fixture(scope="module")
+def base_image():
+    """A running engine (started here when none runs: no init system) and the local base."""
+    try:
+        started = start_dockerd()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    try:
+        yield ensure_local_base()
+    finally:
+        stop_dockerd(started)
+
+
+@pytest.fixture
+def containers(base_image):
+    """Start containers by (name suffix, docker run args); all removed afterwards."""
+    names: list[str] = []
+    prefix = f"vos-rt-{uuid.uuid4().hex[:6]}"
+
+    def run(suffix: str, *args: str) -> str:
+        name = f"{prefix}-{suffix}"
+        subprocess.run(["docker", "run", "-d", "--name", name, *args, base_image,
+                        "sleep", "600"], check=True, capture_output=True, timeout=120)
+        names.append(name)
+        return name
+
+    yield run
+    if names:
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True, timeout=120)
+
+
+def run_check(*tests: str) -> subprocess.CompletedProcess[str]:
+    """pytest checks/test_stack.py against this machine's engine, as the gate would."""
+    selected = [f"checks/test_stack.py::{name}" for name in tests] or ["checks/test_stack.py"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "checks.plugin",
+         *selected, "--hosts=local://", f"--vos-mesh-ip={MESH_IP}", f"--door-port={DOOR_PORT}"],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+
+
+def test_private_bindings_and_the_door_pass(containers):
+    containers("api", *HARDENED, "-p", "127.0.0.1:18081:80",
+               "--label", "io.agent-vos.release=test")
+    containers("door", *HARDENED, "-p", f"0.0.0.0:{DOOR_PORT}:8443",
+               "--label", "com.docker.compose.service=door",
+               "--label", "io.agent-vos.release=test")
+    result = run_check()
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "3 passed" in result.stdout
+
+
+def test_all_interfaces_binding_fails_naming_container_and_fix(containers):
+    name = containers("leak", "-p", "0.0.0.0:18080:80")
+    result = run_check("test_no_container_binds_all_interfaces_except_the_door",
+                       "test_docker_ps_shows_no_all_interface_binding")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert f"container '{name}' publishes 80/tcp on 0.0.0.0:18080, i.e. on all interfaces" \
+        in result.stdout
+    assert f"sudo docker rm -f {name}" in result.stdout
+    assert f"{name}: 0.0.0.0:18080->80/tcp" in result.stdout  # the `docker ps` grep too
+    assert "2 failed" in result.stdout
+
+
+def test_door_label_does_not_excuse_another_public_port(containers):
+    name = containers("fakedoor", *HARDENED, "-p", "0.0.0.0:18082:80",
+                      "--label", "com.docker.compose.service=door")
+    result = run_check("test_no_container_binds_all_interfaces_except_the_door")
+    assert result.returncode == 1
+    assert f"container '{name}' publishes 80/tcp on 0.0.0.0:18082" in result.stdout
+
+
+def test_unhardened_stack_container_fails(containers):
+    name = containers("soft", "-p", "127.0.0.1:18083:80", "--label", "io.agent-vos.release=t")
+    result = run_check("test_stack_containers_are_hardened")
+    assert result.returncode == 1
+    for reason in ("writable root filesystem", "lacks no-new-privileges", "keeps capabilities"):
+        assert f"container '{name}' " in result.stdout and reason in result.stdout

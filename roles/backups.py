@@ -143,6 +143,8 @@ def scheduled(settings: BackupSettings, run_now: bool = False):
     """
     fingerprint = public_key_fingerprint(settings.public_key_file)
     database_url = settings.database_url()  # fails before any change when unset
+    apt.update(name="apt update (cached 1 h; deploys/backups.py may run alone)",
+               cache_time=3600, _sudo=True)
     apt.packages(name="Backup tooling (pg_dump, gpg, rsync, cron, python3 libs)",
                  packages=PACKAGES, no_recommends=True, _sudo=True,
                  _env={"DEBIAN_FRONTEND": "noninteractive"})

@@ -13,6 +13,7 @@ import typer
 from app.cli import register as register_app_commands
 from backups.cli import backup_app
 from checks.cli import register as register_check_command
+from stack.cli import register as register_stack_commands
 from staging.cli import staging_app
 
 cli = typer.Typer(
@@ -24,6 +25,7 @@ cli.add_typer(staging_app, name="staging")
 cli.add_typer(backup_app, name="backup")
 register_app_commands(cli)
 register_check_command(cli)
+register_stack_commands(cli)
 
 
 def main() -> None:

@@ -148,6 +148,6 @@ def test_docker_ps_shows_no_all_interface_binding(host, running, expect):
 def test_stack_containers_are_hardened(running):
     """§12: the app's containers (compose project labels) are read-only, nnp, cap-less."""
     stack = [c for c in running
-             if ((c.get("Config") or {}).get("Labels") or {}).get("io.agent-vos.release")]
+             if ((c.get("Config") or {}).get("Labels") or {}).get("io.agent-vos.image")]
     problems = hardening_violations(stack)
     assert not problems, "\n".join(problems)

@@ -5,7 +5,7 @@ static gate (stack/gate.py) on the result, and only then puts the file on the ho
 
 Example:
     >>> text = render_compose(ComposeContext(
-    ...     release_id="abc1234-20261124T172800Z", image="agent-vos:abc1234",
+    ...     image="agent-vos:abc1234",
     ...     mesh_ip="100.64.0.2", door_port=443))
     >>> "100.64.0.2:8080:8080" in text
     True
@@ -29,7 +29,6 @@ PROJECT = "vos"
 class ComposeContext:
     """Everything the compose template needs (names match the template's variables)."""
 
-    release_id: str
     image: str
     mesh_ip: str
     door_port: int

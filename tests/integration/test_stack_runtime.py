@@ -69,10 +69,10 @@ def run_check(*tests: str) -> subprocess.CompletedProcess[str]:
 
 def test_private_bindings_and_the_door_pass(containers):
     containers("api", *HARDENED, "-p", "127.0.0.1:18081:80",
-               "--label", "io.agent-vos.release=test")
+               "--label", "io.agent-vos.image=test")
     containers("door", *HARDENED, "-p", f"0.0.0.0:{DOOR_PORT}:8443",
                "--label", "com.docker.compose.service=door",
-               "--label", "io.agent-vos.release=test")
+               "--label", "io.agent-vos.image=test")
     result = run_check()
     assert result.returncode == 0, result.stdout[-3000:]
     assert "3 passed" in result.stdout
@@ -99,7 +99,7 @@ def test_door_label_does_not_excuse_another_public_port(containers):
 
 
 def test_unhardened_stack_container_fails(containers):
-    name = containers("soft", "-p", "127.0.0.1:18083:80", "--label", "io.agent-vos.release=t")
+    name = containers("soft", "-p", "127.0.0.1:18083:80", "--label", "io.agent-vos.image=t")
     result = run_check("test_stack_containers_are_hardened")
     assert result.returncode == 1
     for reason in ("writable root filesystem", "lacks no-new-privileges", "keeps capabilities"):

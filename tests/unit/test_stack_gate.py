@@ -16,7 +16,7 @@ from stack.gate import StaticGateError, check_compose, compose_violations, parse
 
 MESH_IP = "100.64.0.2"
 DOOR_PORT = 443
-CONTEXT = ComposeContext(release_id="abc1234-20261124T172800Z", image="agent-vos:abc1234",
+CONTEXT = ComposeContext(image="agent-vos:abc1234",
                          mesh_ip=MESH_IP, door_port=DOOR_PORT, worker_tenants=["t-1"])
 
 
@@ -59,7 +59,7 @@ def test_the_real_template_passes_and_binds_as_promised():
 
 
 def test_without_worker_tenants_there_is_no_worker():
-    context = ComposeContext(release_id="r", image="i:r", mesh_ip=MESH_IP, door_port=443)
+    context = ComposeContext(image="i:r", mesh_ip=MESH_IP, door_port=443)
     assert "worker" not in parse_compose(render_compose(context))["services"]
 
 

@@ -1,0 +1,145 @@
+"""Stack role: ship the app image, write the env files, render + gate compose, activate.
+
+Order (the issue's deploy step): ship the image (save → copy → load, or pull) → env files
+(0600 root:root, values from the operator's environment) → render compose → STATIC binding
+gate on the operator's side (a violation raises before any operation: nothing starts) →
+record the release → `vos-stack-activate`: migrations one-shot → `docker compose up -d` →
+bounded health wait (last log lines on timeout) → runtime binding grep → mark current; on
+any failure it restarts the previous release and fails. The full runtime gate
+(checks/test_stack.py) runs again in the deploy's gate step.
+
+A re-run with the same image and the same rendered file makes no new release and restarts
+nothing. STATUS: proven piecewise (gate, images, release records); not yet run on the VM.
+
+Example (deploys/stack.py):
+    stack.deploy_stack(settings.stack, mesh_ip="100.64.0.2", door_port=443,
+                       image="agent-vos:3f2a1c0")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from datetime import UTC, datetime
+from io import StringIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import files, server
+
+from roles._paths import template
+from roles.settings import InventoryError, StackSettings
+from stack.compose import PROJECT, STACK_DIR, ComposeContext, parse_compose, render_compose
+from stack.gate import StaticGateError, check_compose
+from stack.images import save_image, source_revision
+from stack.releases import Release, new_release_id, prune_command, record_command
+
+ACTIVATE = "/usr/local/sbin/vos-stack-activate"
+
+
+class DockerImagePresent(FactBase):
+    """True when the host's engine already has the image."""
+
+    def command(self, reference: str) -> str:
+        return f"docker image inspect {reference} >/dev/null 2>&1 && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return output[-1:] == ["yes"]
+
+
+class CurrentStack(FactBase):
+    """sha256 of the current release's compose.yml ('' when there is none yet)."""
+
+    def command(self) -> str:
+        return f"sha256sum {STACK_DIR}/current/compose.yml 2>/dev/null | cut -d' ' -f1 || true"
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else ""
+
+
+def env_file_text(mapping: dict[str, str], environ: dict[str, str] | None = None) -> str:
+    """KEY=value lines for compose's env_file, values from the operator's environment.
+
+    Example:
+        >>> env_file_text({"DATABASE_URL": "X_URL"}, {"X_URL": "postgresql://h/db"})
+        'DATABASE_URL=postgresql://h/db\\n'
+    """
+    environ = os.environ if environ is None else environ
+    missing = [outside for outside in mapping.values() if not environ.get(outside)]
+    if missing:
+        raise InventoryError(f"stack: environment variable(s) {', '.join(missing)} are empty "
+                             "on the operator's machine; export them (secrets never live in "
+                             "the repo). Nothing was changed.")
+    for inside, outside in mapping.items():
+        if "\n" in environ[outside]:
+            raise InventoryError(f"stack: {outside} (for {inside}) contains a newline")
+    return "".join(f"{inside}={environ[outside]}\n" for inside, outside in mapping.items())
+
+
+def gated_compose(settings: StackSettings, image: str, mesh_ip: str, door_port: int) -> str:
+    """Render the compose file and run the static gate; DeployError before any change."""
+    text = render_compose(ComposeContext(
+        image=image, mesh_ip=mesh_ip, door_port=door_port,
+        door_host_ip=str(settings.door_host_ip), api_port=settings.api_port,
+        memory_api=settings.memory_api, memory_door=settings.memory_door,
+        memory_worker=settings.memory_worker, worker_tenants=settings.worker_tenants))
+    try:
+        check_compose(parse_compose(text), mesh_ip=mesh_ip, door_port=door_port)
+    except StaticGateError as error:
+        raise DeployError(f"stack on {host.name}: {error}") from None
+    return text
+
+
+@deploy("App stack")
+def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
+                 image: str | None = None):
+    """Ship, gate and activate the stack (see module doc)."""
+    image = image or f"{settings.image_repository}:{source_revision()}"
+    compose_text = gated_compose(settings, image, mesh_ip, door_port)  # before any operation
+    app_env, migrate_env = env_file_text(settings.env), env_file_text(settings.migrate_env)
+
+    files.directory(name="Stack dir /etc/vos-stack (root only)", path=STACK_DIR,
+                    user="root", group="root", mode="700", _sudo=True)
+    for name, text in (("app.env", app_env), ("migrate.env", migrate_env)):
+        files.put(name=f"Env file {name} (0600 root:root, from the operator's environment)",
+                  src=StringIO(text), dest=f"{STACK_DIR}/{name}", user="root", group="root",
+                  mode="600", _sudo=True)
+    files.template(name="vos-stack-activate (migrate, up, health, binding grep, rollback)",
+                   src=template("stack/vos-stack-activate.sh.j2"), dest=ACTIVATE,
+                   user="root", group="root", mode="755", root=STACK_DIR, project=PROJECT,
+                   door_port=door_port, health_timeout=settings.health_timeout_seconds,
+                   _sudo=True)
+    _ship(settings, image)
+
+    digest = hashlib.sha256(compose_text.encode()).hexdigest()
+    if host.get_fact(CurrentStack, _sudo=True) == digest:
+        return  # same image, same file: nothing to start, nothing restarted
+    revision = image.rpartition(":")[2]
+    now = datetime.now(UTC)
+    release = Release(new_release_id(revision, now), image, revision,
+                      now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    server.shell(name=f"Release {release.id}: record compose.yml + release.json",
+                 commands=[record_command(release, compose_text)], _sudo=True)
+    server.shell(name=f"Release {release.id}: activate (rolls back on failure)",
+                 commands=[f"{ACTIVATE} {release.id}"], _sudo=True)
+    server.shell(name=f"Keep the newest {settings.keep_releases} releases",
+                 commands=[prune_command(settings.keep_releases)], _sudo=True)
+
+
+def _ship(settings: StackSettings, image: str) -> None:
+    if settings.ship == "registry":
+        server.shell(name=f"Pull {settings.registry_image}", _sudo=True,
+                     commands=[f"docker pull {settings.registry_image}"])
+        return
+    if host.get_fact(DockerImagePresent, reference=image, _sudo=True):
+        return
+    archive = Path(tempfile.mkdtemp(prefix="vos-ship-", dir="/var/tmp")) / "image.tar"
+    save_image(image, archive)  # operator side, now: the host has no registry to pull from
+    remote = f"/var/tmp/{image.replace(':', '_').replace('/', '_')}.tar"
+    files.put(name=f"Copy image {image} (docker save)", src=str(archive), dest=remote,
+              mode="600", _sudo=True)
+    server.shell(name=f"docker load {image}", _sudo=True,
+                 commands=[f"docker load -i {remote} && rm -f {remote}"])

@@ -1,0 +1,70 @@
+"""roles/stack.py as data (recorded Debian 13 facts): what the deploy would do on the host.
+
+The static gate runs on the operator's side before any operation: a planted violation in the
+compose template fails the deploy with an empty plan, i.e. nothing is started.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+
+import pytest
+from pyinfra.api.exceptions import DeployError
+from roles_harness import load_facts, plan_role, set_fact
+
+from roles import stack
+from roles.settings import StackSettings
+from stack.compose import COMPOSE_TEMPLATE, TEMPLATES, render_compose
+
+IMAGE = "agent-vos:abc1234"
+SECRETS = {"VOS_DATABASE_URL": "postgresql://vos_app:pw@100.64.0.1/vos",
+           "VOS_DOOR_SECRETS": '{"edge": "whsec_x"}', "VOS_OWNER_DATABASE_URL": "postgresql://o",
+           "VOS_APP_PASSWORD": "pw"}
+
+
+def facts(current_digest: str = "") -> dict:
+    recorded = load_facts("debian13")
+    recorded = set_fact(recorded, stack.DockerImagePresent.name, True, reference=IMAGE)
+    recorded = set_fact(recorded, stack.CurrentStack.name, current_digest)
+    recorded = set_fact(recorded, "files.Directory", None, path="/etc/vos-stack")
+    recorded = set_fact(recorded, "files.Directory", {"mode": 755}, path="/usr/local/sbin")
+    for path in ("/etc/vos-stack/app.env", "/etc/vos-stack/migrate.env", stack.ACTIVATE):
+        recorded = set_fact(recorded, "files.File", None, path=path)
+        recorded = set_fact(recorded, "files.Directory", None, path=path)
+    return recorded
+
+
+def plan(monkeypatch, current_digest: str = ""):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    return plan_role(stack.deploy_stack, facts(current_digest), StackSettings(),
+                     mesh_ip="100.64.0.2", door_port=443, image=IMAGE)
+
+
+def test_first_deploy_writes_private_env_files_records_and_activates(monkeypatch):
+    result = plan(monkeypatch)
+    commands = "\n".join(result.commands)
+    assert "vos-stack-activate abc1234-" in commands
+    env = [text for dest, text in result.uploads.items() if dest.endswith("app.env")]
+    assert env and "DATABASE_URL=postgresql://vos_app:pw@100.64.0.1/vos" in env[0]
+    assert "chmod 600 /etc/vos-stack/app.env" in commands
+
+
+def test_unchanged_redeploy_makes_no_release(monkeypatch):
+    text = stack.gated_compose(StackSettings(), IMAGE, "100.64.0.2", 443)
+    result = plan(monkeypatch, hashlib.sha256(text.encode()).hexdigest())
+    assert not any("vos-stack-activate abc1234" in command for command in result.commands)
+    assert not any("release.json" in command for command in result.commands)
+
+
+def test_planted_public_port_fails_before_any_operation(monkeypatch, tmp_path):
+    copy = tmp_path / COMPOSE_TEMPLATE
+    copy.parent.mkdir(parents=True)
+    shutil.copy(TEMPLATES / COMPOSE_TEMPLATE, copy)
+    copy.write_text(copy.read_text().replace('"{{ mesh_ip }}:{{ api_port }}:8080"', '"8080:80"'))
+    monkeypatch.setattr(stack, "render_compose",
+                        functools.partial(render_compose, template_dir=tmp_path))
+    with pytest.raises(DeployError, match="service 'api' publishes '8080:80' with no host IP"):
+        plan(monkeypatch)

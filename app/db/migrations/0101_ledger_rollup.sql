@@ -64,27 +64,35 @@ BEGIN
          sum(f.cost_usd), sum(f.uncached_input_tokens), sum(f.cache_read_tokens),
          sum(f.cache_write_tokens), sum(f.output_tokens)
     FROM (SELECT n.*,
-                 CASE WHEN n.outcome <> 'budget_denied' AND n.nd_rank = 1
-                      THEN (SELECT count(*) FROM agent_calls c
-                             WHERE c.call_id = n.call_id AND c.tenant_id = n.tenant_id
-                               AND c.outcome <> 'budget_denied') = n.nd_new
-                      ELSE false END AS first_call,
-                 CASE WHEN n.outcome = 'ok' AND n.ok_rank = 1
-                      THEN (SELECT count(*) FROM agent_calls c
-                             WHERE c.call_id = n.call_id AND c.tenant_id = n.tenant_id
-                               AND c.agent_id = n.agent_id AND c.outcome = 'ok') = n.ok_new
-                      ELSE false END AS first_ok
+                 n.outcome <> 'budget_denied' AND n.nd_rank = 1
+                   AND seen.nd = n.nd_new AS first_call,   -- no earlier non-denied attempt
+                 n.outcome = 'ok' AND n.ok_rank = 1
+                   AND seen.ok = n.ok_new AS first_ok      -- no earlier ok attempt
             FROM (SELECT r.*,
-                         row_number() OVER nd AS nd_rank, count(*) OVER nd AS nd_new,
-                         row_number() OVER ok AS ok_rank, count(*) OVER ok AS ok_new
+                         row_number() OVER nd AS nd_rank,
+                         count(*) FILTER (WHERE r.outcome <> 'budget_denied') OVER call
+                           AS nd_new,
+                         row_number() OVER ok AS ok_rank,
+                         count(*) FILTER (WHERE r.outcome = 'ok') OVER call_agent AS ok_new
                     FROM new_rows r
                   WINDOW nd AS (PARTITION BY r.tenant_id, r.call_id,
-                                             r.outcome <> 'budget_denied' ORDER BY r.id
-                                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING),
+                                             r.outcome <> 'budget_denied' ORDER BY r.id),
                          ok AS (PARTITION BY r.tenant_id, r.call_id, r.agent_id,
-                                             r.outcome = 'ok' ORDER BY r.id
-                                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+                                             r.outcome = 'ok' ORDER BY r.id),
+                         call AS (PARTITION BY r.tenant_id, r.call_id),
+                         call_agent AS (PARTITION BY r.tenant_id, r.call_id, r.agent_id)
                  ) n
+            -- Every visible ledger row of the inserted calls, the new ones included: a new
+            -- row is its call's first when the call has no rows beyond this statement's.
+            JOIN (SELECT c.tenant_id, c.call_id, c.agent_id,
+                         count(*) FILTER (WHERE c.outcome <> 'budget_denied')
+                           OVER (PARTITION BY c.tenant_id, c.call_id) AS nd,
+                         count(*) FILTER (WHERE c.outcome = 'ok')
+                           OVER (PARTITION BY c.tenant_id, c.call_id, c.agent_id) AS ok,
+                         c.id
+                    FROM agent_calls c
+                   WHERE c.call_id IN (SELECT call_id FROM new_rows)) seen
+              ON seen.id = n.id
          ) f
    GROUP BY 1, 2, 3, 4, 5, 6, 7
   ON CONFLICT (tenant_id, day, agent_id, provider, model_requested, model_served, denied)

@@ -104,3 +104,31 @@ def test_unhardened_stack_container_fails(containers):
     assert result.returncode == 1
     for reason in ("writable root filesystem", "lacks no-new-privileges", "keeps capabilities"):
         assert f"container '{name}' " in result.stdout and reason in result.stdout
+
+
+def activate_binding_grep() -> str:
+    """The host-side binding grep of vos-stack-activate, rendered from its template."""
+    import jinja2
+
+    text = jinja2.Template((REPO_ROOT / "templates/stack/vos-stack-activate.sh.j2").read_text(),
+                           undefined=jinja2.StrictUndefined).render(
+        root="/etc/vos-stack", project="vostest", door_port=DOOR_PORT, health_timeout=10)
+    start = text.index('say "release $id: runtime binding gate"')
+    end = text.index("ln -sfn")
+    return (f"id=test; project=vostest; door_port={DOOR_PORT}\n" + "say() { :; }\n"
+            + 'fail() { echo "FAIL: $*"; exit 1; }\n' + text[start:end] + "\necho PASS\n")
+
+
+def test_activate_grep_excuses_only_the_door_port_of_the_door(containers):
+    containers("api", *HARDENED, "-p", "127.0.0.1:18084:80")
+    subprocess.run(["docker", "run", "-d", "--name", "vostest-door-1", "-p",
+                    f"0.0.0.0:{DOOR_PORT}:8443", "-p", "0.0.0.0:18085:80", "vos-base:trixie",
+                    "sleep", "600"], check=True, capture_output=True, timeout=120)
+    try:
+        result = subprocess.run(["sh", "-c", activate_binding_grep()], capture_output=True,
+                                text=True, timeout=60)
+    finally:
+        subprocess.run(["docker", "rm", "-f", "vostest-door-1"], capture_output=True, timeout=60)
+    assert result.returncode == 1
+    assert "vostest-door-1 0.0.0.0:18085->80/tcp" in result.stdout
+    assert f":{DOOR_PORT}->" not in result.stdout and "18084" not in result.stdout

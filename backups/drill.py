@@ -173,13 +173,18 @@ def restore_stream(dump: Path, keyring: Keyring, scratch_dsn: str,
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(timeout=10)
-        if gpg_rc != 0:
+        gpg_message = _tail(gpg_err)
+        # gpg dying of a broken pipe means pg_restore stopped reading first: its error is
+        # the cause (e.g. a pg_restore older than the host's pg_dump), not the decryption.
+        if gpg_rc != 0 and "Broken pipe" not in gpg_message:
             raise DrillFailure("decrypt", f"gpg could not decrypt {dump.name} (exit {gpg_rc}): "
-                               f"{_tail(gpg_err)} — is the operator's SECRET key in "
+                               f"{gpg_message} — is the operator's SECRET key in "
                                f"{keyring.home}? (pass --gnupghome)")
-        if restore_rc != 0:
+        if restore_rc != 0 or gpg_rc != 0:
             raise DrillFailure("restore", f"pg_restore failed (exit {restore_rc}): "
-                               f"{scrub(_tail(restore_err), scratch_dsn)}")
+                               f"{scrub(_tail(restore_err), scratch_dsn)} — pg_restore must be "
+                               "at least as new as the host's pg_dump (install "
+                               "postgresql-client-N here)")
 
 
 def _tail(handle) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import FULL_DEPLOY, pyinfra_output
@@ -109,7 +111,9 @@ def test_ssh_answers_only_on_the_mesh(converged_vm):
 def test_ssh_audit_hardened_ubuntu_2404_policy(converged_vm):
     """ssh-audit's built-in "Hardened Ubuntu Server 24.04 LTS" policy, from the operator side
     against the mesh address, exits 0."""
-    audit = shutil.which("ssh-audit") or pytest.fail("ssh-audit missing: pip install -e .[test]")
+    beside_python = Path(sys.executable).with_name("ssh-audit")  # .venv/bin, maybe not on PATH
+    audit = (str(beside_python) if beside_python.exists() else shutil.which("ssh-audit")) or \
+        pytest.fail("ssh-audit missing: pip install -e '.[test]'")
     policies = subprocess.run([audit, "-L"], capture_output=True, text=True, timeout=60).stdout
     names = re.findall(r'"(Hardened Ubuntu Server 24\.04 LTS \(version \d+\))"', policies)
     assert names, f"ssh-audit has no Ubuntu 24.04 server policy:\n{policies[:500]}"

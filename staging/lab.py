@@ -39,6 +39,7 @@ from staging.vm import (
     tcp_open,
     wait_for_exit,
     wait_for_ssh,
+    wait_for_startup,
 )
 
 PRIMARY = "primary"
@@ -210,6 +211,10 @@ Host staging-*
         networks.move_tap_to_public(layout, tap)
         waited = wait_for_ssh(record, self._ssh_target, **({"timeout": timeout} if timeout else {}))
         progress(f"vm: {name} answers SSH after {waited:.0f} s")
+        started = time.monotonic()
+        system_state = wait_for_startup(self.ssh_command(), name)
+        progress(f"vm: {name} finished starting ({system_state}) "
+                 f"{time.monotonic() - started:.0f} s later")
         return record
 
     def _free_tap_index(self, state: StagingState) -> int:

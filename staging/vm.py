@@ -232,3 +232,38 @@ def kill_vm(record: VmRecord) -> None:
         if not wait_for_exit(record.pid, 10):
             os.kill(record.pid, signal.SIGKILL)
             wait_for_exit(record.pid, 10)
+
+
+STARTUP_TIMEOUT = 300.0
+
+
+def wait_for_startup(
+    ssh_command: list[str], name: str, timeout: float = STARTUP_TIMEOUT
+) -> str:
+    """Wait until systemd has finished starting units (`systemctl is-system-running --wait`).
+
+    SSH answers long before the slow units (dockerd, fail2ban under TCG) are up; judging a
+    host in that window reports services as down that are merely starting. Returns systemd's
+    word ("running", or "degraded" when a unit failed: the checks then name it); raises after
+    `timeout` seconds, naming the jobs still queued.
+
+    Example:
+        wait_for_startup(["ssh", "-F", "ssh_config", "staging-mesh"], "primary")
+    """
+    try:
+        result = subprocess.run(
+            [*ssh_command, f"timeout {int(timeout)} systemctl is-system-running --wait"],
+            capture_output=True, text=True, timeout=timeout + 30,
+        )
+    except subprocess.TimeoutExpired:
+        result = None
+    state = (result.stdout.strip().splitlines() or ["?"])[-1] if result else "?"
+    if state in ("running", "degraded"):
+        return state
+    jobs = subprocess.run([*ssh_command, "systemctl list-jobs --no-legend"],
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+    raise StagingError(
+        f"{name}: systemd did not finish starting within {timeout:.0f} s (state {state!r}). "
+        f"Jobs still queued:\n{jobs or '(none)'}\nLook at them with `vos staging ssh "
+        f"'systemctl list-jobs'`, or raise the wait if the machine is very busy."
+    )

@@ -179,18 +179,11 @@ def seed_prices_command(
 
 
 def _load_settings():
-    """The app's settings, or exit 2 naming what is wrong."""
-    from pydantic import ValidationError
+    """The app's settings, or exit 2 naming what is wrong (the same rule as every `vos` app
+    command; imported late because app.cli imports this module)."""
+    from app.cli import _settings
 
-    from app.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                             for e in exc.errors())
-        typer.echo(f"error: invalid settings: {problems}", err=True)
-        raise typer.Exit(2) from None
+    return _settings()
 
 
 @agents_app.command("prices")

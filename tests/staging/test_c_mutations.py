@@ -2,7 +2,9 @@
 
 
 def test_base_check_fails_when_the_deploy_user_loses_sudo(fresh_converged_vm):
-    fresh_converged_vm.ssh("sudo rm /etc/sudoers.d/90-deploy")
+    # Every drop-in that grants the deploy user sudo: the image's and the users role's.
+    fresh_converged_vm.ssh("sudo sh -c 'grep -l ^deploy /etc/sudoers.d/* | xargs rm -f'")
+    assert fresh_converged_vm.ssh("sudo -n true", check=False).returncode != 0
     result = fresh_converged_vm.run_checks("checks/test_base.py")
     assert result.returncode != 0
     assert "`sudo -n true` failed for the deploy user" in result.stdout

@@ -163,7 +163,9 @@ def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
 
     vm.ssh("sudo systemctl stop fail2ban")
     assert_gate_fails_naming(vm, "FAIL2BAN §9: fail2ban is not running", family="fail2ban")
-    vm.ssh("sudo systemctl start fail2ban && sleep 3")
+    # fail2ban takes seconds to load its jails under TCG: wait (bounded) for the sshd jail.
+    vm.ssh("sudo systemctl start fail2ban && for i in $(seq 90); do "
+           "sudo fail2ban-client status sshd >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
 
     # every mutation restored: the whole gate is green again
     assert_gate_green(vm)

@@ -171,8 +171,6 @@ def run_worker(settings: Settings, tenant_ids: list, handler_spec: str, worker_i
     `drain` stops once every queue is empty (batch jobs, tests); otherwise it polls until
     interrupted.
     """
-    import threading
-
     from app.dispatch.worker import Worker
 
     jsonlog.configure()
@@ -187,19 +185,11 @@ def run_worker(settings: Settings, tenant_ids: list, handler_spec: str, worker_i
             worker = Worker(pool, worker_id, handler)
             jsonlog.emit(log, "worker_started", worker=worker_id, tenants=len(tenant_ids))
             if not drain:
-                stop = threading.Event()
-                try:
-                    worker.run(tenant_ids, stop, idle_seconds=idle_seconds)
-                except KeyboardInterrupt:
-                    stop.set()
+                worker.serve(tenant_ids, idle_seconds=idle_seconds)
                 return 0
-            worked = 0
-            while True:
-                round_worked = sum(worker.run_once(t) for t in tenant_ids)
-                worked += round_worked
-                if not round_worked:
-                    jsonlog.emit(log, "worker_drained", worker=worker_id, worked=worked)
-                    return worked
+            worked = worker.drain(tenant_ids)
+            jsonlog.emit(log, "worker_drained", worker=worker_id, worked=worked)
+            return worked
         finally:
             pool.close()
 

@@ -99,7 +99,6 @@ def work(
     """
     import os
     import socket
-    import threading
     import uuid
     from pathlib import Path
 
@@ -131,15 +130,9 @@ def work(
                                   cfg.retrieval_token_budget)
             worker = Worker(pool, name, workforce.handle)
             if not drain:
-                stop = threading.Event()
-                try:
-                    worker.run(tenant_ids, stop, idle_seconds=idle_seconds)
-                except KeyboardInterrupt:
-                    stop.set()
+                worker.serve(tenant_ids, idle_seconds=idle_seconds)
                 return
-            worked = 0
-            while round_worked := sum(worker.run_once(t) for t in tenant_ids):
-                worked += round_worked
+            worked = worker.drain(tenant_ids)
             typer.echo(f"worked {worked} task(s)")
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)

@@ -122,3 +122,22 @@ class Worker:
             worked = sum(self.run_once(t) for t in tenants)
             if not worked:
                 stop.wait(idle_seconds)
+
+    def serve(self, tenant_ids: Iterable[uuid.UUID], idle_seconds: float = 1.0) -> None:
+        """`run` until Ctrl-C (the long-running worker process)."""
+        stop = threading.Event()
+        try:
+            self.run(tenant_ids, stop, idle_seconds=idle_seconds)
+        except KeyboardInterrupt:
+            stop.set()
+
+    def drain(self, tenant_ids: Iterable[uuid.UUID]) -> int:
+        """Work every tenant's queue until all are empty; returns how many tasks were worked.
+
+        Example (a batch job, or a test):
+            worked = Worker(pool, "batch-1", handler).drain([tenant_id])
+        """
+        tenants, worked = list(tenant_ids), 0
+        while round_worked := sum(self.run_once(t) for t in tenants):
+            worked += round_worked
+        return worked

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -89,11 +90,22 @@ def api_serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
 
 
 @door_app.command("serve")
-def door_serve(host: Host = "0.0.0.0", port: Port = 8443) -> None:
-    """Serve the door: POST /callbacks/{source} only, secrets from VOS_DOOR_SECRETS."""
+def door_serve(
+    host: Host = "0.0.0.0", port: Port = 8443,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="PEM certificate (chain) file: serve HTTPS; needs --tls-key")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key file")] = None,
+) -> None:
+    """Serve the door: POST /callbacks/{source} only, secrets from VOS_DOOR_SECRETS.
+
+    Example: vos door serve --port 8443 --tls-cert /run/tls/door.crt --tls-key /run/tls/door.key
+    """
     from app.main import serve_door
 
-    serve_door(_settings(), host, port)
+    if bool(tls_cert) != bool(tls_key):
+        typer.echo("error: --tls-cert and --tls-key go together", err=True)
+        raise typer.Exit(2)
+    serve_door(_settings(), host, port, (str(tls_cert), str(tls_key)) if tls_cert else None)
 
 
 @door_app.command("bind")

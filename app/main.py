@@ -95,7 +95,8 @@ def _with_pool_lifespan(app: FastAPI, pool: ConnectionPool) -> FastAPI:
 
 
 def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host: str,
-           port: int, name: str, trusted_proxies: str = "") -> None:
+           port: int, name: str, trusted_proxies: str = "",
+           tls: tuple[str, str] | None = None) -> None:
     jsonlog.configure()
     with database(settings) as dsn:
         pool = open_pool(  # connections opened up front: no SCRAM handshakes under load
@@ -115,6 +116,8 @@ def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host:
             # believe X-Forwarded-For only from configured proxies, so the logged source
             # address (what fail2ban bans) cannot be forged by the client
             proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
+            # (certificate, key) files: the door speaks TLS itself, no proxy, no port 80
+            **({"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}),
         )
 
 
@@ -125,8 +128,9 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     _serve(create_api_app, settings, host, port, "vos-api")
 
 
-def serve_door(settings: Settings, host: str, port: int) -> None:
-    """Run the door until interrupted."""
+def serve_door(settings: Settings, host: str, port: int,
+               tls: tuple[str, str] | None = None) -> None:
+    """Run the door until interrupted; `tls` = (certificate file, key file) serves HTTPS."""
     from app.door.app import create_door_app
 
     if not settings.door_secrets:
@@ -141,7 +145,7 @@ def serve_door(settings: Settings, host: str, port: int) -> None:
             tolerance=settings.door_tolerance_seconds,
         )
 
-    _serve(build, settings, host, port, "vos-door", settings.door_trusted_proxies)
+    _serve(build, settings, host, port, "vos-door", settings.door_trusted_proxies, tls)
 
 
 def load_handler(spec: str) -> Callable[[dict], dict]:

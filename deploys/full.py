@@ -9,7 +9,12 @@ validated every host's data before pyinfra connected; it is re-read here, typed,
 roles get values instead of dictionary lookups. Then the OS is checked, and the steps run:
 
   1 preflight  2 base  3 users and keys  4 sysctl  5 firewall  6 fail2ban  7 mesh
-  8 lockout-safe SSH cutover  9 docker  (the app stack slots in here)  10 gate
+  8 lockout-safe SSH cutover  9 docker  10 app stack  11 scheduled backups  12 gate
+
+Steps 10 and 11 run when the inventory has a `stack` / `backups` block. The stack step
+builds the app image on the operator's side (once per git revision), ships it, and
+activates a release with a health check and automatic rollback (roles/stack.py); its
+secrets come from the operator's environment (staging: exported by `vos staging up`).
 
 Public SSH stays open until step 8 has proven SSH over the mesh from the operator's side;
 afterwards the inventory reaches the host on its mesh address. A re-run changes nothing.
@@ -23,15 +28,18 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files, server
 
 from checks.gate import invariants_hold
-from roles import base, docker, fail2ban, firewall, mesh, ssh, sysctl, users
+from roles import backups, base, docker, fail2ban, firewall, mesh, ssh, stack, sysctl, users
 from roles.settings import settings_from_host_data
 
 SUPPORTED = {"Ubuntu": 24, "Debian": 12}  # distribution -> lowest major version
 
 
+STEPS = 12
+
+
 def step(number: int, title: str) -> None:
     """Name each step in pyinfra's output (operations carry the step in their names too)."""
-    logger.info(f"{host.print_prefix}--> step {number}/10: {title}")
+    logger.info(f"{host.print_prefix}--> step {number}/{STEPS}: {title}")
 
 
 def preflight_os() -> dict:
@@ -124,10 +132,21 @@ else:
     step(9, "docker")
     docker.engine(mesh_ip=mesh_ip)
 
-    # (The app stack step slots in here, before the gate.)
+    # 10. The app stack: image shipped, migrations, compose gated statically, health-gated
+    #     release with automatic rollback, runtime binding grep.
+    if settings.stack:
+        step(10, "app stack")
+        stack.deploy_stack(settings.stack, mesh_ip=mesh_ip, door_port=settings.door_port,
+                           public_address=str(settings.public_address))
 
-    # 10. Gate: every check in checks/, from the operator's side, over the mesh.
-    step(10, "gate")
+    # 11. Scheduled, encrypted Postgres backups (the managed database is the only state).
+    if settings.backups:
+        step(11, "scheduled backups")
+        backups.scheduled(settings.backups)
+
+    # 12. Gate: every check in checks/ (checks/test_stack.py too), from the operator's side,
+    #     over the mesh.
+    step(12, "gate")
     invariants_hold(
         name="Gate: every invariant in checks/ holds (run over the mesh)",
         mesh_ip=mesh_ip, door_port=settings.door_port, deploy_user=settings.deploy_user,

@@ -22,4 +22,5 @@ if settings.stack is None:
 mesh_ip = settings.mesh.expected_address
 if mesh_ip is None:
     raise DeployError(f"{host.name}: the mesh IP is unknown; run deploys/full.py first.")
-stack.deploy_stack(settings.stack, mesh_ip=str(mesh_ip), door_port=settings.door_port)
+stack.deploy_stack(settings.stack, mesh_ip=str(mesh_ip), door_port=settings.door_port,
+                   public_address=str(settings.public_address))

@@ -10,12 +10,21 @@ Example:
     VOS_STAGING_DIR=/tmp/other pyinfra inventory/staging.py deploys/full.py
 """
 
+import json as _json
+import os as _os
 from pathlib import Path as _Path
 
 from roles.settings import inventory_hosts as _inventory_hosts
 from staging.lab import Lab as _Lab
 from staging.state import default_state_dir as _default_state_dir
 from staging.state import load_state as _load_state
+
+
+def _stack_overrides() -> dict:
+    """Test knob: ``VOS_STACK_OVERRIDES`` = JSON merged into the `stack` block (e.g. a planted
+    compose template for the gate's mutation tests). Validated like any inventory data."""
+    return _json.loads(_os.environ.get("VOS_STACK_OVERRIDES") or "{}")
+
 
 _state = _load_state(_default_state_dir())
 if _state is None:
@@ -40,6 +49,17 @@ staging = _inventory_hosts(
                 "door_port": _state.door_port,
                 # Staging skips the full `apt upgrade` (minutes under TCG); production keeps it.
                 "apt_upgrade": False,
+                # The app stack (roles/stack.py): image built here from vos-base:trixie
+                # (`debootstrap | docker import`, nothing can be pulled), shipped with docker
+                # save/load, a self-signed door certificate. The secrets it names come from
+                # the environment the lab exports (staging/managed_db.py), never the repo.
+                "stack": {
+                    "base_image": "vos-base:trixie",
+                    "ship": "save-load",
+                    "tls": "self-signed",
+                    "health_timeout_seconds": 300,  # first start under TCG is slow
+                    **_stack_overrides(),
+                },
                 "mesh": {
                     "provider": "wireguard",
                     "wireguard": {

@@ -239,6 +239,9 @@ class StackSettings(_Strict):
     tls: Literal["self-signed", "operator", "acme"] = "self-signed"
     tls_cert_file: FilePath | None = None  # tls = operator
     tls_key_file: FilePath | None = None
+    # An alternative compose template on the operator's machine (tests plant broken ones to
+    # prove the static gate); default: templates/stack/compose.yml.j2.
+    compose_template: FilePath | None = None
     health_timeout_seconds: int = Field(180, ge=10, le=1800)
     keep_releases: int = Field(5, ge=2, le=50)
 
@@ -271,6 +274,10 @@ class StackSettings(_Strict):
             raise ValueError("ship is 'registry' but registry_image is not set")
         if self.tls == "operator" and not (self.tls_cert_file and self.tls_key_file):
             raise ValueError("tls is 'operator': set tls_cert_file and tls_key_file")
+        if self.tls == "acme":
+            raise ValueError("tls 'acme' (TLS-ALPN-01 on the door port) is not implemented "
+                             "yet: use 'operator' with a certificate you obtained, or "
+                             "'self-signed'")
         return self
 
 

@@ -25,19 +25,33 @@ from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
 from roles._paths import template
 from roles.settings import InventoryError, StackSettings
-from stack.compose import PROJECT, STACK_DIR, ComposeContext, parse_compose, render_compose
+from stack.compose import (
+    PROJECT,
+    STACK_DIR,
+    TLS_DIR,
+    ComposeContext,
+    parse_compose,
+    render_compose,
+)
+from stack.engine import operator_engine
 from stack.gate import StaticGateError, check_compose
-from stack.images import save_image, source_revision
+from stack.images import ensure_app_image, save_image, source_revision
 from stack.releases import Release, new_release_id, prune_command, record_command
 
 ACTIVATE = "/usr/local/sbin/vos-stack-activate"
+CONTAINER_UID = "10001"  # images/Dockerfile's USER
+
+
+def _progress(message: str) -> None:
+    """Long operator-side steps print progress naming the step (pyinfra's log)."""
+    logger.info(f"{host.print_prefix}    [stack] {message}")
 
 
 class DockerImagePresent(FactBase):
@@ -80,12 +94,20 @@ def env_file_text(mapping: dict[str, str], environ: dict[str, str] | None = None
 
 
 def gated_compose(settings: StackSettings, image: str, mesh_ip: str, door_port: int) -> str:
-    """Render the compose file and run the static gate; DeployError before any change."""
+    """Render the compose file and run the static gate; DeployError before any change.
+
+    `settings.compose_template` (an operator-side file) replaces templates/stack/compose.yml.j2
+    when set: the staging tier plants broken templates that way and sees this gate stop them.
+    """
+    override = settings.compose_template
+    where = ({"template_dir": Path(override).parent, "template_name": Path(override).name}
+             if override else {})
     text = render_compose(ComposeContext(
         image=image, mesh_ip=mesh_ip, door_port=door_port,
         door_host_ip=str(settings.door_host_ip), api_port=settings.api_port,
         memory_api=settings.memory_api, memory_door=settings.memory_door,
-        memory_worker=settings.memory_worker, worker_tenants=settings.worker_tenants))
+        memory_worker=settings.memory_worker, worker_tenants=settings.worker_tenants,
+        tls_dir=TLS_DIR), **where)
     try:
         check_compose(parse_compose(text), mesh_ip=mesh_ip, door_port=door_port)
     except StaticGateError as error:
@@ -93,9 +115,52 @@ def gated_compose(settings: StackSettings, image: str, mesh_ip: str, door_port: 
     return text
 
 
+class FileExists(FactBase):
+    """True when a path exists on the host (read as root: /etc/vos-stack is 0700)."""
+
+    def command(self, path: str) -> str:
+        return f"test -e {path} && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return output[-1:] == ["yes"]
+
+
+def self_signed_command(common_name: str, days: int = 825) -> str:
+    """openssl on the host: an EC P-256 key and a self-signed certificate for the door.
+
+    The key is made on the host and never leaves it. Example:
+        >>> "subjectAltName=IP:203.0.113.10" in self_signed_command("203.0.113.10")
+        True
+    """
+    san = f"IP:{common_name}" if common_name.replace(".", "").isdigit() else f"DNS:{common_name}"
+    return (f"umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+            f"-nodes -days {days} -subj /CN={common_name} -addext subjectAltName={san} "
+            f"-keyout {TLS_DIR}/door.key -out {TLS_DIR}/door.crt 2>&1")
+
+
+def door_tls(settings: StackSettings, public_address: str) -> None:
+    """The door's certificate + key in /etc/vos-stack/tls, 0600, owned by the containers'
+    user (it reads them through a read-only mount): self-signed, or the operator's files."""
+    uid = CONTAINER_UID
+    files.directory(name="Door TLS dir /etc/vos-stack/tls", path=TLS_DIR, user=uid,
+                    group=uid, mode="500", _sudo=True)
+    if settings.tls == "operator":
+        for name, source in (("door.crt", settings.tls_cert_file),
+                             ("door.key", settings.tls_key_file)):
+            files.put(name=f"Door TLS {name} (the operator's, 0600)", src=str(source),
+                      dest=f"{TLS_DIR}/{name}", user=uid, group=uid, mode="600", _sudo=True)
+        return
+    if not host.get_fact(FileExists, path=f"{TLS_DIR}/door.key", _sudo=True):
+        server.shell(name=f"Door TLS: self-signed certificate for {public_address} (on the host)",
+                     commands=[self_signed_command(public_address)], _sudo=True)
+    for name in ("door.crt", "door.key"):
+        files.file(name=f"Door TLS {name}: 0600, the containers' user", path=f"{TLS_DIR}/{name}",
+                   user=uid, group=uid, mode="600", _sudo=True)
+
+
 @deploy("App stack")
 def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
-                 image: str | None = None):
+                 public_address: str, image: str | None = None):
     """Ship, gate and activate the stack (see module doc)."""
     image = image or f"{settings.image_repository}:{source_revision()}"
     compose_text = gated_compose(settings, image, mesh_ip, door_port)  # before any operation
@@ -112,6 +177,7 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
                    user="root", group="root", mode="755", root=STACK_DIR, project=PROJECT,
                    door_port=door_port, health_timeout=settings.health_timeout_seconds,
                    _sudo=True)
+    door_tls(settings, public_address)
     _ship(settings, image)
 
     digest = hashlib.sha256(compose_text.encode()).hexdigest()
@@ -137,7 +203,12 @@ def _ship(settings: StackSettings, image: str) -> None:
     if host.get_fact(DockerImagePresent, reference=image, _sudo=True):
         return
     archive = Path(tempfile.mkdtemp(prefix="vos-ship-", dir="/var/tmp")) / "image.tar"
-    save_image(image, archive)  # operator side, now: the host has no registry to pull from
+    # Operator side, now (while planning): build once per git revision, then save; the host
+    # has no registry to pull from.
+    with operator_engine():
+        ensure_app_image(image, settings.base_image, say=_progress)
+        _progress(f"save: docker save {image} for the copy to {host.name}")
+        save_image(image, archive)
     remote = f"/var/tmp/{image.replace(':', '_').replace('/', '_')}.tar"
     files.put(name=f"Copy image {image} (docker save)", src=str(archive), dest=remote,
               mode="600", _sudo=True)

@@ -22,6 +22,7 @@ import yaml
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 COMPOSE_TEMPLATE = "stack/compose.yml.j2"
 STACK_DIR = "/etc/vos-stack"  # on the host: env files, rendered compose per release
+TLS_DIR = f"{STACK_DIR}/tls"  # door.crt + door.key, owned by the containers' user, 0600
 PROJECT = "vos"
 
 
@@ -42,6 +43,7 @@ class ComposeContext:
     memory_worker: str = "512m"
     worker_tenants: list[str] = field(default_factory=list)
     worker_config: str = f"{STACK_DIR}/agents.json"
+    tls_dir: str | None = None  # host dir with door.crt + door.key: the door serves HTTPS
 
 
 def render_compose(context: ComposeContext, template_dir: Path = TEMPLATES,

@@ -12,9 +12,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SOCKET = Path("/var/run/docker.sock")
@@ -70,3 +72,19 @@ def stop_dockerd(process: subprocess.Popen | None, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def operator_engine() -> Iterator[None]:
+    """An engine for the duration of the block: the running one, or one started (and
+    stopped again) here.
+
+    Example:
+        with operator_engine():
+            ensure_app_image("agent-vos:3f2a1c0", "vos-base:trixie")
+    """
+    started = start_dockerd()
+    try:
+        yield
+    finally:
+        stop_dockerd(started)

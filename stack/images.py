@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -169,3 +170,27 @@ def load_image(path: Path) -> str:
     """`docker load` of a saved tar; returns the loaded reference."""
     out = _run(["docker", "load", "-i", str(path)], f"docker load {path}", 900)
     return out.strip().rpartition("Loaded image: ")[2] or out.strip()
+
+
+def ensure_app_image(reference: str, base_image: str,
+                     say: Callable[[str], None] = _say) -> str:
+    """The app image `reference` in the local engine: kept when built before (the tag is the
+    git revision, so a rebuild happens only when the shipped code changed), else built.
+
+    A missing `vos-base:*` base is made first (`debootstrap | docker import`); any other
+    missing base must be pulled by the operator.
+
+    Example:
+        ensure_app_image("agent-vos:3f2a1c0", base_image="vos-base:trixie")
+    """
+    if image_exists(reference):
+        say(f"build: {reference} is already built (cached by git revision)")
+        return reference
+    if base_image.startswith("vos-base:") and not image_exists(base_image):
+        ensure_local_base(tag=base_image, suite=base_image.partition(":")[2] or "trixie",
+                          say=say)
+    repository, _, tag = reference.rpartition(":")
+    started = time.monotonic()
+    built = build_image(base_image=base_image, repository=repository, tag=tag, say=say)
+    say(f"build: {built} built in {time.monotonic() - started:.0f} s")
+    return built

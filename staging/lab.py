@@ -23,6 +23,7 @@ from pathlib import Path
 
 from staging import mesh, networks, scanner
 from staging.image import DEPLOY_USER, BaseImage, ensure_base_image
+from staging.managed_db import ManagedDb
 from staging.proc import StagingError, progress, run
 from staging.state import (
     REPO_ROOT,
@@ -96,10 +97,28 @@ class Lab:
             record = state.vms.get(state.active_vm or "")
             if record and mesh.pid_alive(record.pid) and self._networks_present(state):
                 progress(f"up: reusing the running VM in {self.state_dir}")
+                self.managed_db().ensure()
                 return state
             progress("up: previous environment is incomplete; destroying it first")
             self.destroy()
-        return self._create(boot_timeout, authorized_key)
+        state = self._create(boot_timeout, authorized_key)
+        self.managed_db().ensure()
+        return state
+
+    # ----------------------------------------------------------------- managed Postgres
+    def managed_db(self) -> ManagedDb:
+        """The staging "managed Postgres": outside every VM, on the operator's mesh address.
+
+        Its data and the generated secrets live in the state dir and survive `destroy`
+        (the burn-down drill needs them); see staging/managed_db.py.
+        """
+        self.state_dir.chmod(self.state_dir.stat().st_mode | 0o001)  # postgres traverses it
+        return ManagedDb(self.state_dir, self.state.layout.operator_mesh)
+
+    def deploy_env(self) -> dict[str, str]:
+        """Environment for a deploy: this lab's state dir plus the stack's secrets/URLs."""
+        return {**os.environ, "VOS_STAGING_DIR": str(self.state_dir),
+                **self.managed_db().ensure()}
 
     def _networks_present(self, state: StagingState) -> bool:
         return state.layout.netns in networks.existing_netns()
@@ -345,7 +364,7 @@ Host staging-*
         command = [str(pyinfra), "-y", str(INVENTORY), str(deploy), *(extra or [])]
         log = self.state_dir / "pyinfra.log"
         progress(f"deploy: {' '.join(command)} (live output: {log.with_suffix('.out')})")
-        env = {**os.environ, "VOS_STAGING_DIR": str(self.state_dir)}
+        env = self.deploy_env()
         started = time.monotonic()
         if live:
             try:
@@ -416,6 +435,7 @@ Host staging-*
             networks.delete_tap(layout, record.tap)
             if record.overlay:
                 Path(record.overlay).unlink(missing_ok=True)
+        ManagedDb(self.state_dir, layout.operator_mesh).stop_relay()  # the DB itself stays
         mesh.stop_operator_side(layout, state.mesh_pid)
         networks.destroy_public_network(layout)
         for pattern in ("*.qcow2", "*.monitor.sock", "*.pid", "mesh-*.wgkey", "*.tmp"):

@@ -50,6 +50,7 @@ import pytest
 import testinfra
 
 from staging.lab import INVENTORY, PRIMARY, Lab, remove_state_dir
+from staging.managed_db import ManagedDb
 from staging.state import REPO_ROOT, temporary_state_dir
 
 CONVERGED = "converged"
@@ -185,6 +186,8 @@ def staging_lab() -> Iterator[Lab]:
         yield lab
     finally:
         lab.destroy(keep_logs=True)
+        # The managed Postgres outlives `destroy` on purpose (burn-down); not this lab's.
+        ManagedDb(lab.state_dir, "").server.stop()
         keep = os.environ.get("VOS_STAGING_KEEP_LOGS")
         if not keep:
             remove_state_dir(lab.state_dir)

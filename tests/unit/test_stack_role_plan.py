@@ -24,23 +24,35 @@ SECRETS = {"VOS_DATABASE_URL": "postgresql://vos_app:pw@100.64.0.1/vos",
            "VOS_APP_PASSWORD": "pw"}
 
 
-def facts(current_digest: str = "") -> dict:
+def facts(current_digest: str = "", key_exists: bool = False) -> dict:
     recorded = load_facts("debian13")
     recorded = set_fact(recorded, stack.DockerImagePresent.name, True, reference=IMAGE)
     recorded = set_fact(recorded, stack.CurrentStack.name, current_digest)
     recorded = set_fact(recorded, "files.Directory", None, path="/etc/vos-stack")
     recorded = set_fact(recorded, "files.Directory", {"mode": 755}, path="/usr/local/sbin")
-    for path in ("/etc/vos-stack/app.env", "/etc/vos-stack/migrate.env", stack.ACTIVATE):
+    recorded = set_fact(recorded, stack.FileExists.name, key_exists,
+                        path="/etc/vos-stack/tls/door.key")
+    recorded = set_fact(recorded, "files.Directory", None, path="/etc/vos-stack/tls")
+    for path in ("/etc/vos-stack/app.env", "/etc/vos-stack/migrate.env", stack.ACTIVATE,
+                 "/etc/vos-stack/tls/door.crt", "/etc/vos-stack/tls/door.key"):
         recorded = set_fact(recorded, "files.File", None, path=path)
         recorded = set_fact(recorded, "files.Directory", None, path=path)
     return recorded
 
 
-def plan(monkeypatch, current_digest: str = ""):
+def plan(monkeypatch, current_digest: str = "", key_exists: bool = False):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    return plan_role(stack.deploy_stack, facts(current_digest), StackSettings(),
-                     mesh_ip="100.64.0.2", door_port=443, image=IMAGE)
+    return plan_role(stack.deploy_stack, facts(current_digest, key_exists), StackSettings(),
+                     mesh_ip="100.64.0.2", door_port=443, public_address="203.0.113.10",
+                     image=IMAGE)
+
+
+def test_self_signed_door_certificate_is_made_once_on_the_host(monkeypatch):
+    first = "\n".join(plan(monkeypatch).commands)
+    assert "openssl req -x509" in first and "subjectAltName=IP:203.0.113.10" in first
+    again = "\n".join(plan(monkeypatch, key_exists=True).commands)
+    assert "openssl req" not in again
 
 
 def test_first_deploy_writes_private_env_files_records_and_activates(monkeypatch):

@@ -4,6 +4,7 @@ Example:
     vos backup run --config /etc/vos-backup/config.json   # what cron runs on the host
     vos backup list --target backup@203.0.113.7:/srv/vos-backups --ssh-key ~/.ssh/vos-backup
     vos backup drill --target backup@203.0.113.7:/srv/vos-backups --gnupghome ~/.gnupg
+    vos backup pg-client --major 17     # a cached pg_restore 17 for --pg-bin-dir (Debian 12)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from backups.drill import run_drill
 from backups.host import DEFAULT_CONFIG, cmd_run, describe
+from backups.pgclient import PgClientError, ensure_pg_client
 from backups.pipeline import BackupConfig, BackupError
 from backups.target import Target, TargetError
 
@@ -72,10 +74,30 @@ def drill(
     ssh_key: str = typer.Option(None, help="SSH key for a remote target"),
     known_hosts: str = typer.Option(None, help="known_hosts file pinning the target"),
     keep: bool = typer.Option(False, help="keep the scratch database for inspection"),
+    pg_bin_dir: str = typer.Option(
+        None, envvar="VOS_DRILL_PG_BIN_DIR",
+        help="directory holding the pg_restore to use (default: the newest "
+             "/usr/lib/postgresql/N/bin, else PATH); `vos backup pg-client` prints one"),
 ) -> None:
     """Fetch the newest backup, verify sha256, decrypt, restore, compare row counts; exit 1
     naming the cause on any mismatch."""
     report = run_drill(Target(target, ssh_key, known_hosts), gnupghome, scratch_dsn,
-                       max_age_hours=max_age_hours, keep=keep, log=_progress)
+                       max_age_hours=max_age_hours, keep=keep, log=_progress,
+                       pg_bin_dir=pg_bin_dir)
     typer.echo(report.summary())
     raise typer.Exit(0 if report.ok else 1)
+
+
+@backup_app.command("pg-client")
+def pg_client(
+    major: int = typer.Option(17, help="PostgreSQL major version of the client to provide"),
+) -> None:
+    """Build (once, cached under ~/.cache/vos/pg-client) a Debian trixie tree with
+    postgresql-client-MAJOR and print its bin dir, for `vos backup drill --pg-bin-dir`.
+    Needs root and debootstrap for the first build (~1-2 min)."""
+    try:
+        client = ensure_pg_client(major, log=_progress)
+    except PgClientError as error:
+        typer.echo(f"backup pg-client: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(client.bin_dir))

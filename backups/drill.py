@@ -4,7 +4,9 @@ backup restores with every row accounted for.
 Steps (each failure names its cause and exits non-zero):
   1 find     the newest complete backup on the target          -> "no backup"
   2 age      younger than --max-age-hours (INVARIANTS §15: 26) -> "too old"
-  3 fetch    dump + manifest into a private temporary directory
+  3 fetch    the manifest, then check this machine's pg_restore is at least as new as the
+             pg_dump that wrote the backup (before any download or restore)  -> "pg_restore
+             too old", naming the package to install or the --pg-bin-dir to pass; then the dump
   4 checksum sha256 and size of the dump match the manifest       -> "checksum"
   5 restore  gpg --decrypt | pg_restore into a scratch database   -> "decrypt" / "restore"
              (a stream: the plaintext dump never touches a disk here either)
@@ -40,7 +42,7 @@ from psycopg.conninfo import make_conninfo
 
 from backups.keyring import Keyring
 from backups.naming import classify, dump_name, manifest_name, stem_time
-from backups.pipeline import libpq_env, pg_tool, scrub
+from backups.pipeline import libpq_env, parse_major, pg_tool, scrub, tool_version
 from backups.snapshot import count_rows
 from backups.target import Target
 
@@ -113,9 +115,9 @@ def compare_counts(expected: dict[str, int], restored: dict[str, int]) -> list[s
 
 @contextmanager
 def scratch_database(admin_dsn: str | None, log: Callable[[str], None],
-                     keep: bool = False) -> Iterator[str]:
+                     keep: bool = False, pg_bin_dir: str | None = None) -> Iterator[str]:
     """Yield the DSN of a new empty database; drop it (and any embedded server) afterwards."""
-    with _scratch_server(admin_dsn, log) as server_dsn:
+    with _scratch_server(admin_dsn, log, pg_bin_dir) as server_dsn:
         name = f"vos_drill_{secrets.token_hex(4)}"
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -131,9 +133,20 @@ def scratch_database(admin_dsn: str | None, log: Callable[[str], None],
 
 
 @contextmanager
-def _scratch_server(admin_dsn: str | None, log: Callable[[str], None]) -> Iterator[str]:
+def _scratch_server(admin_dsn: str | None, log: Callable[[str], None],
+                    pg_bin_dir: str | None = None) -> Iterator[str]:
+    """The server the scratch database lives on: --scratch-dsn's; else, when --pg-bin-dir is
+    a `vos backup pg-client` tree, that tree's own Postgres (pg_restore N writes SQL for a
+    server N); else a throwaway one from this machine's newest binaries."""
     if admin_dsn:
         yield admin_dsn
+        return
+    from backups.pgclient import client_of_bin_dir, scratch_server
+
+    client = client_of_bin_dir(pg_bin_dir)
+    if client is not None:
+        with scratch_server(client, log) as dsn:
+            yield dsn
         return
     from app.db.embedded import EmbeddedPostgres  # operator side only
 
@@ -192,16 +205,49 @@ def _tail(handle) -> str:
     return handle.read().decode(errors="replace").strip()[-600:] or "(no message)"
 
 
+def require_new_enough_pg_restore(manifest: dict, pg_bin_dir: str | None) -> str:
+    """Fail up front when the local pg_restore cannot read the backup's archive format.
+
+    pg_restore refuses archives from a newer pg_dump, and would only say so after the
+    download and the decryption. The manifest names the pg_dump that wrote the backup
+    (older manifests only the server's version, a lower bound: pg_dump is never older
+    than the server it dumps). Returns the pg_restore path to use.
+
+    Example:
+        require_new_enough_pg_restore({"pg_dump_version": "pg_dump (PostgreSQL) 17.6"}, None)
+        # on a machine with pg_restore 15: DrillFailure("pg_restore too old", "… Install
+        # postgresql-client-17 here, or … `vos backup pg-client --major 17` … --pg-bin-dir")
+    """
+    written_by = manifest.get("pg_dump_version") or manifest.get("server_version") or ""
+    needed = parse_major(written_by)
+    program = pg_tool("pg_restore", pg_bin_dir)
+    local_text = tool_version(program)
+    local = parse_major(local_text)
+    if not local_text:
+        raise DrillFailure("pg_restore missing", f"cannot run {program}: install "
+                           f"postgresql-client-{needed or 'N'} here, or pass --pg-bin-dir "
+                           "(`vos backup pg-client --major N` builds one)")
+    if needed and local < needed:
+        raise DrillFailure(
+            "pg_restore too old",
+            f"this machine's pg_restore ({program}) is PostgreSQL {local}, but the backup was "
+            f"written by {written_by!r}; pg_restore cannot read archives from a newer "
+            f"pg_dump. Install postgresql-client-{needed} here, or build a cached client "
+            f"with `vos backup pg-client --major {needed}` and pass the bin dir it prints "
+            "as --pg-bin-dir")
+    return program
+
+
 def run_drill(target: Target, gnupghome: str | Path, scratch_dsn: str | None = None,
               max_age_hours: float = 26.0, keep: bool = False,
               log: Callable[[str], None] = lambda _m: None,
-              now: datetime | None = None) -> DrillReport:
+              now: datetime | None = None, pg_bin_dir: str | None = None) -> DrillReport:
     """Run every step; never raises for a failed step, the report carries the cause."""
     report = DrillReport()
     started = time.monotonic()
     try:
         _drill_steps(target, Keyring(Path(gnupghome).expanduser()), scratch_dsn,
-                     max_age_hours, keep, log, now or datetime.now(UTC), report)
+                     max_age_hours, keep, log, now or datetime.now(UTC), report, pg_bin_dir)
     except DrillFailure as failure:
         report.failures.append((failure.cause, str(failure)))
     except Exception as error:  # noqa: BLE001 - the operator gets a cause, not a traceback
@@ -212,7 +258,7 @@ def run_drill(target: Target, gnupghome: str | Path, scratch_dsn: str | None = N
 
 def _drill_steps(target: Target, keyring: Keyring, scratch_dsn: str | None,
                  max_age_hours: float, keep: bool, log: Callable[[str], None],
-                 now: datetime, report: DrillReport) -> None:
+                 now: datetime, report: DrillReport, pg_bin_dir: str | None) -> None:
     log(f"step 1/6: newest backup on {target.spec}")
     stem = classify(target.names()).newest
     if stem is None:
@@ -228,10 +274,13 @@ def _drill_steps(target: Target, keyring: Keyring, scratch_dsn: str | None,
                                 "the host's scheduled run is not producing backups; check "
                                 "its cron entry and journal (journalctl -t vos-backup)"))
     with tempfile.TemporaryDirectory(prefix="vos-drill-") as workdir:
-        log("step 3/6: fetch dump and manifest")
-        dump, manifest_path = target.fetch([dump_name(stem), manifest_name(stem)],
-                                           Path(workdir))
+        log("step 3/6: fetch the manifest, check the local pg_restore, fetch the dump")
+        manifest_path, = target.fetch([manifest_name(stem)], Path(workdir))
         manifest = json.loads(manifest_path.read_text())
+        program = require_new_enough_pg_restore(manifest, pg_bin_dir)
+        log(f"step 3/6: {tool_version(program)} reads archives of "
+            f"{manifest.get('pg_dump_version') or 'pg_dump (version not recorded)'}")
+        dump, = target.fetch([dump_name(stem)], Path(workdir))
         report.bytes = dump.stat().st_size
         log("step 4/6: verify sha256 against the manifest")
         actual = sha256_of(dump)
@@ -241,9 +290,9 @@ def _drill_steps(target: Target, keyring: Keyring, scratch_dsn: str | None,
                                f"{manifest['sha256'][:16]}… / {manifest['bytes']} bytes: the "
                                "file is corrupted or was altered; do not trust it, drill an "
                                "older backup and investigate the target")
-        with scratch_database(scratch_dsn, log, keep) as scratch:
+        with scratch_database(scratch_dsn, log, keep, pg_bin_dir) as scratch:
             log("step 5/6: decrypt and restore into a scratch database")
-            restore_stream(dump, keyring, scratch)
+            restore_stream(dump, keyring, scratch, pg_bin_dir)
             log("step 6/6: compare row counts per table with the manifest")
             with psycopg.connect(scratch) as conn:
                 restored = count_rows(conn)

@@ -147,6 +147,34 @@ def pg_tool(name: str, bin_dir: str | None = None) -> str:
     return shutil.which(name) or name
 
 
+def tool_version(executable: str) -> str:
+    """First line of `executable --version`, or "" when it cannot be run.
+
+    Example:
+        >>> tool_version("/nonexistent/pg_dump")
+        ''
+    """
+    try:
+        out = subprocess.run([executable, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def parse_major(version_text: str) -> int:
+    """PostgreSQL major version in a `--version` line (0 when there is none).
+
+    Example:
+        >>> parse_major("pg_dump (PostgreSQL) 17.6 (Debian 17.6-0+deb13u1)")
+        17
+        >>> parse_major("")
+        0
+    """
+    found = re.search(r"\d+", version_text)
+    return int(found.group(0)) if found else 0
+
+
 def libpq_env(dsn: str) -> tuple[str, dict[str, str]]:
     """Split a DSN into a password-free conninfo and PGPASSWORD, so the password never
     shows in a process listing (`ps` shows argv to every user; the environment it does not).
@@ -369,6 +397,8 @@ def _run_steps(config: BackupConfig, spool: Path, result: RunResult,
         "dump": dump_name(stem), "bytes": size, "sha256": sha256,
         "recipient": config.recipient, "database": snap.database,
         "server_version": snap.server_version, "snapshot": snap.snapshot_id,
+        # The drill needs a pg_restore at least this new; it checks before restoring.
+        "pg_dump_version": tool_version(pg_tool("pg_dump", config.pg_bin_dir)),
         "tables": snap.row_counts,
     }
     log("step 2/4: manifest")

@@ -515,3 +515,81 @@ def test_role_reads_the_fingerprint_and_demands_the_database_url(operator_key, t
     loaded = BackupConfig.load(config_path)
     assert loaded.recipient == operator_key.fingerprint
     assert loaded.target == "vos-backup@198.51.100.7:/srv/vos-backups"
+
+
+# -- a pg_dump newer than the operator's pg_restore (the VM's 17 against Debian 12's 15) -----
+
+@pytest.fixture(scope="module")
+def pg17_client():
+    """Debian trixie's PostgreSQL 17 client in a cached tree (backups/pgclient.py); built on
+    first use (~1 min, root + debootstrap, as scripts/bootstrap.sh provides)."""
+    from backups.pgclient import cache_root, ensure_pg_client, recipe_hash
+
+    cached = (cache_root() / f"17-{recipe_hash(17)}" / "client.json").exists()
+    if os.geteuid() != 0 and not cached:
+        pytest.skip("building the PostgreSQL 17 client tree needs root (debootstrap)")
+    return ensure_pg_client(17, log=lambda m: print(m, file=sys.stderr))
+
+
+def test_the_drill_stops_up_front_when_pg_restore_is_older_than_the_pg_dump(
+        host, operator_key, pg_server, pg17_client):
+    """A backup written by pg_dump 17 (as on the Debian 13 host): with a pg_restore 15 the
+    drill fails BEFORE fetching the dump, naming the package and --pg-bin-dir; with the
+    cached 17 client passed as --pg-bin-dir it restores every row."""
+    from backups.pgclient import tool_major
+
+    local_major = tool_major(pg_tool("pg_restore"))
+    result = run_backup(replace(host, pg_bin_dir=str(pg17_client.bin_dir)))
+    assert result.status == "ok", result.log_line()
+    manifest = json.loads((Path(host.target) / manifest_name(result.name)).read_text())
+    assert manifest["pg_dump_version"].startswith("pg_dump (PostgreSQL) 17."), manifest
+
+    if local_major < 17:
+        steps: list[str] = []
+        old = drill(host, operator_key.home, pg_server, log=steps.append)
+        assert [cause for cause, _ in old.failures] == ["pg_restore too old"], old.summary()
+        assert "postgresql-client-17" in old.summary() and "--pg-bin-dir" in old.summary()
+        assert not any("reads archives of" in step for step in steps), steps  # dump not fetched
+
+    # No scratch DSN: the drill restores into the tree's own PostgreSQL 17 (pg_restore 17
+    # writes SQL a 15 server rejects), started for the drill and removed after it.
+    report = drill(host, operator_key.home, None, pg_bin_dir=str(pg17_client.bin_dir))
+    assert report.ok, report.summary()
+    assert report.rows == sum(manifest["tables"].values())
+
+
+def test_the_client_check_falls_back_to_the_server_version_of_older_manifests(pg17_client):
+    """Manifests written before pg_dump_version existed carry the server's version, a lower
+    bound of the pg_dump's; a missing program is its own clear cause."""
+    from backups.drill import DrillFailure, require_new_enough_pg_restore
+
+    bin_dir = str(pg17_client.bin_dir)
+    assert require_new_enough_pg_restore({"server_version": "17.2"}, bin_dir).endswith(
+        "pg_restore")
+    with pytest.raises(DrillFailure) as too_old:
+        require_new_enough_pg_restore({"server_version": "18.0"}, bin_dir)
+    assert too_old.value.cause == "pg_restore too old"
+    assert "postgresql-client-18" in str(too_old.value)
+    with pytest.raises(DrillFailure) as missing:
+        require_new_enough_pg_restore({"server_version": "17.2"}, "/nonexistent/bin")
+    assert missing.value.cause == "pg_restore missing"
+
+
+def test_vos_backup_pg_client_prints_a_bin_dir_the_drill_accepts(host, operator_key,
+                                                                   pg17_client):
+    """`vos backup pg-client` (cached: no rebuild) prints the bin dir; `vos backup drill
+    --pg-bin-dir` restores a pg_dump 17 backup with it."""
+    vos = [str(Path(sys.executable).parent / "vos"), "backup"]
+    printed = subprocess.run([*vos, "pg-client", "--major", "17"], capture_output=True,
+                             text=True, timeout=120, cwd=REPO)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == str(pg17_client.bin_dir)
+    assert "reusing the cached PostgreSQL 17 client" in printed.stderr
+
+    assert run_backup(replace(host, pg_bin_dir=str(pg17_client.bin_dir))).status == "ok"
+    args = [*vos, "drill", "--target", host.target, "--gnupghome", str(operator_key.home),
+            "--pg-bin-dir", printed.stdout.strip()]
+    env = {k: v for k, v in os.environ.items() if k != "VOS_DRILL_SCRATCH_DSN"}
+    ok = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert ok.returncode == 0 and "DRILL PASS" in ok.stdout, ok.stdout + ok.stderr
+    assert "starting PostgreSQL 17" in ok.stderr, ok.stderr

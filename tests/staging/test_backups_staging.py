@@ -57,28 +57,24 @@ Expire-Date: 0
 """
 CANARY_ROWS = 300
 # The VM is Debian 13, whose pg_dump is PostgreSQL 17; the drill restores on the operator side,
-# and pg_restore refuses archives from a newer pg_dump. Skip before booting a VM when this
-# machine's client is older (Debian 12 ships 15): the result would say nothing about backups.
+# and pg_restore refuses archives from a newer pg_dump. When this machine's client is older
+# (Debian 12 ships 15), the test builds (once, cached) Debian's own trixie client in a tree
+# beside it (backups/pgclient.py) and hands its bin dir to the drill, as an operator would.
 VM_PG_DUMP_MAJOR = 17
 
 
-def _local_pg_restore_major() -> int:
+@pytest.fixture(scope="session")
+def pg_bin_dir() -> str | None:
+    """None when this machine's pg_restore reads pg_dump 17 archives, else the bin dir of the
+    cached trixie client (built here if missing: ~1 min, before any VM boots)."""
+    from backups.pgclient import ensure_pg_client, tool_major
     from backups.pipeline import pg_tool
 
-    try:
-        out = subprocess.run([pg_tool("pg_restore"), "--version"], capture_output=True,
-                             text=True, timeout=10).stdout
-    except OSError:
-        return 0
-    digits = [w for w in out.split() if w[:1].isdigit()]
-    return int(digits[0].split(".")[0]) if digits else 0
-
-
-pytestmark = pytest.mark.skipif(
-    _local_pg_restore_major() < VM_PG_DUMP_MAJOR,
-    reason=f"the operator-side pg_restore is older than the VM's pg_dump {VM_PG_DUMP_MAJOR}: "
-           f"install postgresql-client-{VM_PG_DUMP_MAJOR} here to run the VM backup drill",
-)
+    if tool_major(pg_tool("pg_restore")) >= VM_PG_DUMP_MAJOR:
+        return None
+    client = ensure_pg_client(VM_PG_DUMP_MAJOR,
+                              log=lambda m: print(f"==> [backups] {m}", file=sys.stderr))
+    return str(client.bin_dir)
 
 
 class TcpForwarder:
@@ -183,7 +179,8 @@ def _wait_port(address: str, port: int, timeout: float = 20) -> None:
 
 
 @pytest.fixture
-def operator_side(fresh_converged_vm, fresh_database, migrated_db) -> Iterator[dict]:
+def operator_side(pg_bin_dir, fresh_converged_vm, fresh_database,
+                  migrated_db) -> Iterator[dict]:
     """Source database + canary, mesh-reachable Postgres, sshd target, operator key pair."""
     if not Path("/usr/sbin/sshd").exists():
         pytest.fail("the backups staging test needs openssh-server (scripts/bootstrap.sh)")
@@ -211,6 +208,7 @@ def operator_side(fresh_converged_vm, fresh_database, migrated_db) -> Iterator[d
             "vm_dsn": make_conninfo(dsn, host=mesh, port=forwarder.port),
             "operator_home": operator_home, "fingerprint": fingerprint,
             "public_file": public_file, "workdir": workdir, "mesh": mesh,
+            "pg_bin_dir": pg_bin_dir,
         }
     finally:
         subprocess.run(["gpgconf", "--homedir", str(operator_home), "--kill", "all"],
@@ -292,12 +290,22 @@ def test_backups_on_the_vm_end_to_end(operator_side):
                             str(target.path)], capture_output=True, text=True, timeout=60)
     assert local.returncode == 1, local.stdout
 
-    # 6. The drill restores every row (target read from its directory, operator side).
-    report = run_drill(Target(str(target.path)), side["operator_home"],
-                       _scratch_server(side["source_dsn"]))
-    assert report.ok, report.summary()
+    # 6. The drill restores every row (target read from its directory, operator side), with
+    #    a pg_restore as new as the VM's pg_dump. With this machine's own older client it
+    #    stops up front, before fetching the dump, naming what to install / pass.
     manifest = json.loads((target.path / manifest_name(line["name"])).read_text())
+    assert manifest["pg_dump_version"].startswith(f"pg_dump (PostgreSQL) {VM_PG_DUMP_MAJOR}.")
+    if side["pg_bin_dir"]:
+        old = run_drill(Target(str(target.path)), side["operator_home"],
+                        make_conninfo(side["source_dsn"], dbname="postgres"))
+        assert [cause for cause, _ in old.failures] == ["pg_restore too old"], old.summary()
+        assert f"postgresql-client-{VM_PG_DUMP_MAJOR}" in old.summary()
+        assert "--pg-bin-dir" in old.summary()
+    report = run_drill(Target(str(target.path)), side["operator_home"], _scratch_server(side),
+                       pg_bin_dir=side["pg_bin_dir"])
+    assert report.ok, report.summary()
     assert manifest["tables"]["public.backup_canary"] == CANARY_ROWS
+    assert report.rows == sum(manifest["tables"].values()) and report.rows >= CANARY_ROWS
 
     # 7. Two overlapping runs on the VM: one backs up, the other skips cleanly (exit 0).
     both = vm.ssh("sudo -u vos-backup sh -c 'vos-backup run --quiet & "
@@ -320,14 +328,17 @@ def test_backups_on_the_vm_end_to_end(operator_side):
     newest = classify(p.name for p in target.path.iterdir()).newest
     dump = target.path / dump_name(newest)
     dump.write_bytes(dump.read_bytes()[:-1] + b"\x00")
-    broken = run_drill(Target(str(target.path)), side["operator_home"],
-                       _scratch_server(side["source_dsn"]), max_age_hours=1000)
+    broken = run_drill(Target(str(target.path)), side["operator_home"], _scratch_server(side),
+                       max_age_hours=1000, pg_bin_dir=side["pg_bin_dir"])
     assert [cause for cause, _ in broken.failures] == ["checksum"], broken.summary()
 
 
-def _scratch_server(source_dsn: str) -> str:
-    """The session's Postgres, as superuser-ish owner DSN of its `postgres` database."""
-    return make_conninfo(source_dsn, dbname="postgres")
+def _scratch_server(side: dict) -> str | None:
+    """None (the drill starts the pg-client tree's own Postgres 17: pg_restore 17 writes SQL
+    that a 15 server rejects) when the drill uses that tree; else the session's Postgres."""
+    if side["pg_bin_dir"]:
+        return None
+    return make_conninfo(side["source_dsn"], dbname="postgres")
 
 
 def _age_newest_backup(directory: Path, hours: int) -> None:

@@ -18,8 +18,10 @@ Example (deploys/stack.py):
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from io import StringIO
@@ -202,7 +204,9 @@ def _ship(settings: StackSettings, image: str) -> None:
         return
     if host.get_fact(DockerImagePresent, reference=image, _sudo=True):
         return
-    archive = Path(tempfile.mkdtemp(prefix="vos-ship-", dir="/var/tmp")) / "image.tar"
+    scratch = tempfile.mkdtemp(prefix="vos-ship-", dir="/var/tmp")
+    atexit.register(shutil.rmtree, scratch, True)  # after pyinfra has copied it
+    archive = Path(scratch) / "image.tar"
     # Operator side, now (while planning): build once per git revision, then save; the host
     # has no registry to pull from.
     with operator_engine():

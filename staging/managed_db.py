@@ -86,9 +86,10 @@ def ensure_secrets(path: Path) -> dict[str, str]:
 class ManagedDb:
     """The lab's managed Postgres: cluster + database + roles + mesh relay."""
 
-    def __init__(self, state_dir: Path, mesh_address: str):
+    def __init__(self, state_dir: Path, mesh_address: str, mesh_port: int = MESH_PORT):
         self.state_dir = Path(state_dir)
         self.mesh_address = mesh_address
+        self.mesh_port = mesh_port
         self.server = EmbeddedPostgres(self.state_dir / "managed-db")
         self.secrets_path = self.state_dir / SECRETS_FILE
         self.relay_pid_path = self.state_dir / RELAY_PID
@@ -102,13 +103,16 @@ class ManagedDb:
         return superuser
 
     def _create_owner(self, superuser: str, password: str) -> None:
-        """`vos_owner` (CREATEROLE, not superuser: like a managed service's admin role) owns
-        the `vos` database; migrations run as it over the mesh."""
+        """`vos_owner` owns the `vos` database; migrations run as it over the mesh.
+
+        It is a SUPERUSER because migration 0001 (`ALTER ROLE vos_app NOSUPERUSER …`) needs
+        one on Postgres 15+; a managed service's admin role must be able to do the same.
+        The `postgres` superuser's own password never leaves this machine."""
         with psycopg.connect(superuser, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
                                   [OWNER_ROLE]).fetchone()
             verb = "ALTER" if exists else "CREATE"
-            conn.execute(sql.SQL(verb + " ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
                 sql.Identifier(OWNER_ROLE), sql.Literal(password)))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                 [DB_NAME]).fetchone():
@@ -118,7 +122,7 @@ class ManagedDb:
     def owner_dsn(self, local: bool = True) -> str:
         """The owner's DSN: on 127.0.0.1 (tests, the operator) or on the mesh (the VM)."""
         password = ensure_secrets(self.secrets_path)["VOS_OWNER_PASSWORD"]
-        host, port = ("127.0.0.1", self._port()) if local else (self.mesh_address, MESH_PORT)
+        host, port = ("127.0.0.1", self._port()) if local else (self.mesh_address, self.mesh_port)
         return f"postgresql://{OWNER_ROLE}:{password}@{host}:{port}/{DB_NAME}?connect_timeout=5"
 
     def _port(self) -> int:
@@ -129,7 +133,7 @@ class ManagedDb:
         """True when the recorded relay lives, listens, and points at the current port."""
         pid, target = self._relay_record()
         return (pid is not None and _alive(pid) and target == self._port()
-                and _tcp_open(self.mesh_address, MESH_PORT))
+                and _tcp_open(self.mesh_address, self.mesh_port))
 
     def _relay_pid(self) -> int | None:
         return self._relay_record()[0]
@@ -147,7 +151,7 @@ class ManagedDb:
         self.stop_relay()
         log = open(self.state_dir / "managed-db-relay.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "staging.managed_db", self.mesh_address, str(MESH_PORT),
+            [sys.executable, "-m", "staging.managed_db", self.mesh_address, str(self.mesh_port),
              str(self._port())],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=Path(__file__).resolve().parent.parent)
@@ -157,13 +161,14 @@ class ManagedDb:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 break
-            if _tcp_open(self.mesh_address, MESH_PORT):
-                progress(f"managed db: reachable on the mesh at {self.mesh_address}:{MESH_PORT}")
+            if _tcp_open(self.mesh_address, self.mesh_port):
+                progress(f"managed db: reachable on the mesh at "
+                         f"{self.mesh_address}:{self.mesh_port}")
                 return process.pid
             time.sleep(0.2)
         self.stop_relay()
         raise StagingError(f"the managed-db relay did not listen on {self.mesh_address}:"
-                           f"{MESH_PORT}; see {self.state_dir / 'managed-db-relay.log'}")
+                           f"{self.mesh_port}; see {self.state_dir / 'managed-db-relay.log'}")
 
     def stop_relay(self) -> None:
         """Stop the relay (by its recorded pid only); a no-op when none runs."""
@@ -188,7 +193,7 @@ class ManagedDb:
         """What inventory/staging.py's `stack` block names, from the 0600 secrets file."""
         values = ensure_secrets(self.secrets_path)
         app = (f"postgresql://vos_app:{values['VOS_APP_PASSWORD']}@{self.mesh_address}:"
-               f"{MESH_PORT}/{DB_NAME}?connect_timeout=5")
+               f"{self.mesh_port}/{DB_NAME}?connect_timeout=5")
         return {
             "VOS_DATABASE_URL": app,
             "VOS_OWNER_DATABASE_URL": self.owner_dsn(local=False),

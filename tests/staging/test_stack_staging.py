@@ -1,0 +1,312 @@
+"""The app stack on the staging VM (issue #7): deployed by deploys/full.py, judged from outside.
+
+What is proven here, on the converged VM (its snapshot already includes the stack):
+- the Command Center answers on the mesh address, not on the public one;
+- the door, over TLS (its self-signed certificate, checked), seen from the public netns,
+  takes a correctly signed callback (the row lands in the managed Postgres) and rejects a bad
+  signature (4xx, no row); the outside scan still sees exactly one port;
+- a second full deploy changes nothing and restarts no container;
+on throwaway VMs: the static gate stops three planted compose templates before anything
+starts, and a release whose health check never turns green is rolled back automatically
+(the deploy fails naming the service with its last log lines; the previous one keeps
+serving); last, the burn-down drill: rows written, VM destroyed, a NEW VM from the base
+image, full deploy, every row still there (timed; the figure is printed).
+
+The managed Postgres is the lab's (staging/managed_db.py): outside every VM, on the
+operator's mesh address; the tests read it with its superuser on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import FULL_DEPLOY, StagingVm, pyinfra_output
+
+from app.door.signature import sign
+from app.settings import decode_whsec
+from staging.lab import PRIMARY
+from staging.managed_db import DOOR_SOURCE, read_secrets
+from staging.state import REPO_ROOT
+
+STACK_DEPLOY = REPO_ROOT / "deploys" / "stack.py"
+TEMPLATE = REPO_ROOT / "templates" / "stack" / "compose.yml.j2"
+PROJECT_FILTER = "label=com.docker.compose.project=vos"
+
+
+# ------------------------------------------------------------------ helpers
+def superuser_dsn(vm) -> str:
+    """The managed Postgres' superuser on 127.0.0.1 (bypasses row-level security)."""
+    db = vm.lab.managed_db()
+    db.start()
+    return db.server.dsn("vos")
+
+
+def count(vm, query: str, params: list | None = None) -> int:
+    with psycopg.connect(superuser_dsn(vm)) as conn:
+        return conn.execute(query, params or []).fetchone()[0]
+
+
+def bind_door_source(vm) -> str:
+    """A tenant for the lab's door source (idempotent); returns the tenant id."""
+    with psycopg.connect(superuser_dsn(vm), autocommit=True) as conn:
+        conn.execute("INSERT INTO tenants (slug, name) VALUES ('staging', 'Staging') "
+                     "ON CONFLICT (slug) DO NOTHING")
+        tenant = conn.execute("SELECT id FROM tenants WHERE slug = 'staging'").fetchone()[0]
+        conn.execute("INSERT INTO door_sources (source, tenant_id) VALUES (%s, %s) "
+                     "ON CONFLICT (source) DO UPDATE SET tenant_id = EXCLUDED.tenant_id",
+                     [DOOR_SOURCE, tenant])
+    return str(tenant)
+
+
+def door_certificate(vm, directory: Path) -> Path:
+    """The door's certificate as the host has it (to verify TLS against it, not skip it)."""
+    path = directory / "door.crt"
+    path.write_text(vm.ssh("sudo cat /etc/vos-stack/tls/door.crt").stdout)
+    return path
+
+
+def curl_from_public(vm, *args: str, timeout: int = 30) -> subprocess.CompletedProcess[str]:
+    """curl run inside the public netns: what the internet sees."""
+    netns = vm.lab.state.layout.netns
+    return subprocess.run(["ip", "netns", "exec", netns, "curl", "-sS", "--max-time", "20",
+                           *args], capture_output=True, text=True, timeout=timeout)
+
+
+def post_callback(vm, cafile: Path, body: bytes, good_signature: bool) -> tuple[int, str]:
+    """POST a Standard-Webhooks callback to the door over TLS from the public netns."""
+    secret = read_secrets(vm.state_dir / "secrets.env")["VOS_DOOR_SECRET"]
+    key = decode_whsec(secret) if good_signature else secrets.token_bytes(32)
+    webhook_id = f"msg_{secrets.token_hex(8)}"
+    timestamp = int(time.time())
+    body_file = cafile.with_name(f"{webhook_id}.json")
+    body_file.write_bytes(body)
+    result = curl_from_public(
+        vm, "--cacert", str(cafile), "-o", "/dev/null", "-w", "%{http_code}",
+        "-H", "content-type: application/json", "-H", f"webhook-id: {webhook_id}",
+        "-H", f"webhook-timestamp: {timestamp}",
+        "-H", f"webhook-signature: {sign(key, webhook_id, timestamp, body)}",
+        "--data-binary", f"@{body_file}",
+        f"https://{vm.public_address}:{door_port(vm)}/callbacks/{DOOR_SOURCE}")
+    assert result.returncode == 0, f"curl to the door failed: {result.stderr}"
+    return int(result.stdout.strip()), webhook_id
+
+
+def door_port(vm) -> int:
+    return vm.lab.state.door_port
+
+
+def containers(vm) -> dict[str, str]:
+    """name -> "id startedAt" of the stack's running containers."""
+    out = vm.ssh(f"sudo docker ps -q --filter {PROJECT_FILTER} | xargs -r sudo docker inspect "
+                 "-f '{{.Name}} {{.Id}} {{.State.StartedAt}}'").stdout
+    return {line.split()[0].lstrip("/"): line.split(None, 1)[1] for line in out.splitlines()}
+
+
+def current_release(vm) -> str:
+    return vm.ssh("sudo readlink /etc/vos-stack/current").stdout.strip()
+
+
+def planted_template(tmp_path: Path, name: str, edit) -> Path:
+    """A copy of the real compose template with one planted change."""
+    text = edit(TEMPLATE.read_text())
+    assert text != TEMPLATE.read_text(), f"mutation {name} did not apply"
+    path = tmp_path / f"{name}.yml.j2"
+    path.write_text(text)
+    return path
+
+
+def run_stack_deploy(vm, monkeypatch, overrides: dict) -> subprocess.CompletedProcess[str]:
+    """deploys/stack.py with the inventory's `stack` block overridden (VOS_STACK_OVERRIDES)."""
+    monkeypatch.setenv("VOS_STACK_OVERRIDES", json.dumps(overrides))
+    try:
+        return vm.run_pyinfra(STACK_DEPLOY)
+    finally:
+        monkeypatch.delenv("VOS_STACK_OVERRIDES")
+
+
+def changed_operations(output: str) -> list[str]:
+    """Operations pyinfra's results table counts as changed (Success column not '-')."""
+    import re
+
+    changed, in_results = [], False
+    for line in output.splitlines():
+        if "--> Results:" in line:
+            in_results = True
+            continue
+        columns = re.split(r"\s{2,}", line.strip())
+        if in_results and len(columns) == 5 and columns[0] not in ("Operation", "Grand total"):
+            if columns[2] != "-":
+                changed.append(columns[0])
+    return changed
+
+
+# ------------------------------------------------------------------ converged VM
+def test_command_center_answers_on_the_mesh_only(converged_vm):
+    mesh = subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w",
+                           "%{http_code}", f"http://{converged_vm.mesh_address}:8080/healthz"],
+                          capture_output=True, text=True, timeout=30)
+    assert mesh.stdout == "200", f"API on the mesh: {mesh.stdout} {mesh.stderr}"
+    ui = subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w",
+                         "%{http_code}", f"http://{converged_vm.mesh_address}:8080/ui/"],
+                        capture_output=True, text=True, timeout=30)
+    assert ui.stdout and ui.stdout[0] in "234", f"Command Center on the mesh: {ui.stdout}"
+    public = curl_from_public(converged_vm, f"http://{converged_vm.public_address}:8080/healthz")
+    assert public.returncode != 0, "the API answered on the PUBLIC address"
+
+
+def test_door_takes_signed_callbacks_over_tls_and_rejects_bad_ones(converged_vm, tmp_path):
+    bind_door_source(converged_vm)
+    cafile = door_certificate(converged_vm, tmp_path)
+    title = f"staging door {secrets.token_hex(4)}"
+    body = json.dumps({"type": "task.create", "title": title}).encode()
+
+    status, good_id = post_callback(converged_vm, cafile, body, good_signature=True)
+    assert status in (200, 201, 202), f"signed callback answered {status}"
+    assert count(converged_vm, "SELECT count(*) FROM callbacks WHERE webhook_id = %s",
+                 [good_id]) == 1
+    assert count(converged_vm, "SELECT count(*) FROM tasks WHERE title = %s", [title]) == 1
+
+    status, bad_id = post_callback(converged_vm, cafile, body, good_signature=False)
+    assert 400 <= status < 500, f"bad signature answered {status}"
+    assert count(converged_vm, "SELECT count(*) FROM callbacks WHERE webhook_id = %s",
+                 [bad_id]) == 0
+
+    assert converged_vm.scan() == [door_port(converged_vm)]
+
+
+def test_door_logs_reach_journald_as_vos_door(converged_vm, tmp_path):
+    """fail2ban's door jail reads SYSLOG_IDENTIFIER=vos-door: the rejection must be there."""
+    cafile = door_certificate(converged_vm, tmp_path)
+    _, bad_id = post_callback(converged_vm, cafile, b'{"type": "task.create", "title": "x"}',
+                              good_signature=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = converged_vm.ssh("sudo journalctl -q -o cat SYSLOG_IDENTIFIER=vos-door "
+                               "--since '-5min'", check=False).stdout
+        if "door_reject" in out:
+            return
+        time.sleep(2)
+    pytest.fail(f"no door_reject line under identifier vos-door in journald:\n{out[-2000:]}")
+
+
+def test_second_full_deploy_changes_nothing_and_restarts_nothing(converged_vm):
+    before = containers(converged_vm)
+    assert {"vos-api-1", "vos-door-1"} <= set(before), before
+    result = converged_vm.run_pyinfra(FULL_DEPLOY)
+    output = pyinfra_output(result)
+    assert result.returncode == 0, output[-4000:]
+    assert changed_operations(output) == [], output[-6000:]
+    assert containers(converged_vm) == before, "a container was restarted or replaced"
+
+
+# ------------------------------------------------------------------ throwaway VMs
+MUTATIONS = {
+    "no-host-ip": lambda t: t.replace('ports: ["{{ mesh_ip }}:{{ api_port }}:8080"]',
+                                      'ports: ["8080:80"]'),
+    "all-interfaces": lambda t: t.replace('ports: ["{{ mesh_ip }}:{{ api_port }}:8080"]',
+                                          'ports: ["0.0.0.0:5000:5000"]'),
+    "extra-public-service": lambda t: t.replace("\n  migrate:\n", (
+        "\n  debug:\n    <<: *hardening\n    command: [vos, api, serve]\n"
+        '    ports: ["0.0.0.0:9000:8080"]\n\n  migrate:\n')),
+}
+
+
+def test_static_gate_stops_planted_templates_before_anything_starts(fresh_converged_vm,
+                                                                    tmp_path, monkeypatch):
+    vm = fresh_converged_vm
+    before, release = containers(vm), current_release(vm)
+    for name, edit in MUTATIONS.items():
+        template = planted_template(tmp_path, name, edit)
+        result = run_stack_deploy(vm, monkeypatch, {"compose_template": str(template)})
+        output = pyinfra_output(result)
+        assert result.returncode != 0, f"{name}: the deploy passed\n{output[-3000:]}"
+        assert "STATIC GATE" in output, f"{name}: not stopped by the gate\n{output[-3000:]}"
+        assert containers(vm) == before, f"{name}: containers changed"
+        assert current_release(vm) == release, f"{name}: a release was made"
+
+
+def test_unhealthy_release_is_rolled_back_and_the_previous_keeps_serving(fresh_converged_vm,
+                                                                         tmp_path, monkeypatch):
+    vm = fresh_converged_vm
+    release = current_release(vm)
+    sick = planted_template(tmp_path, "never-healthy", lambda t: t.replace(
+        "u.urlopen('http://127.0.0.1:8080/healthz', timeout=3)", "raise SystemExit(1)"))
+    result = run_stack_deploy(vm, monkeypatch, {"compose_template": str(sick),
+                                                "health_timeout_seconds": 60})
+    output = pyinfra_output(result)
+    assert result.returncode != 0, output[-3000:]
+    assert "not healthy after 60 s" in output and "vos-api-1" in output, output[-4000:]
+    assert "last log lines of vos-api-1" in output, output[-4000:]
+    assert f"rolled back: {release.removeprefix('releases/')} is serving" in output, \
+        output[-4000:]
+    assert current_release(vm) == release
+    deadline = time.monotonic() + 180
+    while True:  # the rolled-back container starts again: healthy within its start period
+        health = vm.ssh("sudo docker inspect -f '{{.State.Health.Status}}' vos-api-1",
+                        check=False).stdout.strip()
+        if health == "healthy" or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert health == "healthy", f"the previous release is not serving again ({health})"
+    api = subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w",
+                          "%{http_code}", f"http://{vm.mesh_address}:8080/healthz"],
+                         capture_output=True, text=True, timeout=30)
+    assert api.stdout == "200"
+
+
+# ------------------------------------------------------------------ burn-down (last)
+@pytest.mark.staging_last
+def test_burn_down_drill_every_row_survives_a_new_vm(converged_vm, tmp_path):
+    """Rows written, `destroy`, `up` (a NEW VM from the base image), full deploy, rows back.
+
+    Costs one more full converge (~10-16 min under TCG). Prints the timing.
+    """
+    lab = converged_vm.lab
+    tenant = bind_door_source(converged_vm)
+    cafile = door_certificate(converged_vm, tmp_path)
+    marker = f"burn-{secrets.token_hex(4)}"
+    for n in range(3):  # tasks and callbacks, through the stack (the door)
+        body = json.dumps({"type": "task.create", "title": f"{marker}-{n}"}).encode()
+        status, _ = post_callback(converged_vm, cafile, body, good_signature=True)
+        assert status in (200, 201, 202), status
+    with psycopg.connect(superuser_dsn(converged_vm), autocommit=True) as conn:
+        agent = conn.execute("INSERT INTO agents (tenant_id, name, role) VALUES (%s, %s, 'CTO') "
+                             "RETURNING id", [tenant, marker]).fetchone()[0]
+        conn.execute("INSERT INTO agent_calls (tenant_id, call_id, attempt_no, agent_id, "
+                     "provider, deployment, model_requested, outcome) VALUES "
+                     "(%s, gen_random_uuid(), 1, %s, 'anthropic', 'd', 'm', 'ok')",
+                     [tenant, agent])
+    rows = {
+        "tasks": ("SELECT count(*) FROM tasks WHERE title LIKE %s", [f"{marker}-%"]),
+        "agents": ("SELECT count(*) FROM agents WHERE name = %s", [marker]),
+        "ledger": ("SELECT count(*) FROM agent_calls WHERE agent_id = %s", [agent]),
+    }
+    before = {name: count(converged_vm, *query) for name, query in rows.items()}
+    assert before == {"tasks": 3, "agents": 1, "ledger": 1}, before
+
+    started = time.monotonic()
+    lab.destroy(keep_logs=True)  # `vos staging destroy`: VMs, disks, networks, mesh gone
+    assert not list(lab.state_dir.glob("*.qcow2"))
+    lab.up()  # `vos staging up`: a NEW VM from the cloud base image; the managed DB is found
+    base = Path(lab.state.image_dir) / "base.raw"
+    new_vm = StagingVm(lab, PRIMARY, base)
+    assert lab.state.vms[PRIMARY].backing == str(base)  # nothing of the old disk
+    booted = time.monotonic() - started
+    result = new_vm.run_pyinfra(FULL_DEPLOY)
+    assert result.returncode == 0, pyinfra_output(result)[-6000:]
+    total = time.monotonic() - started
+    print(f"\nBURN-DOWN: boot {booted:.0f} s, full deploy {total - booted:.0f} s, "
+          f"total {total:.0f} s (TCG)")
+
+    after = {name: count(new_vm, *query) for name, query in rows.items()}
+    assert after == before
+    status, _ = post_callback(new_vm, door_certificate(new_vm, tmp_path),
+                              json.dumps({"type": "task.create", "title": f"{marker}-new"})
+                              .encode(), good_signature=True)
+    assert status in (200, 201, 202)

@@ -73,7 +73,9 @@ def drill(
     max_age_hours: float = typer.Option(26.0, help="the newest backup must be younger"),
     ssh_key: str = typer.Option(None, help="SSH key for a remote target"),
     known_hosts: str = typer.Option(None, help="known_hosts file pinning the target"),
-    keep: bool = typer.Option(False, help="keep the scratch database for inspection"),
+    keep: bool = typer.Option(
+        False, help="keep the scratch database for inspection (on --scratch-dsn or the "
+                    "throwaway local server; a --pg-bin-dir tree's cluster is always removed)"),
     pg_bin_dir: str = typer.Option(
         None, envvar="VOS_DRILL_PG_BIN_DIR",
         help="directory holding the pg_restore to use (default: the newest "

@@ -95,8 +95,9 @@ def pg_client(
     major: int = typer.Option(17, help="PostgreSQL major version of the client to provide"),
 ) -> None:
     """Build (once, cached under ~/.cache/vos/pg-client) a Debian trixie tree with
-    postgresql-client-MAJOR and print its bin dir, for `vos backup drill --pg-bin-dir`.
-    Needs root and debootstrap for the first build (~1-2 min)."""
+    PostgreSQL MAJOR (client and server) and print its bin dir, for `vos backup drill
+    --pg-bin-dir`: its pg_restore, and its server for the scratch database. Needs root and
+    debootstrap for the first build (~2-3 min)."""
     try:
         client = ensure_pg_client(major, log=_progress)
     except PgClientError as error:

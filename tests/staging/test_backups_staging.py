@@ -77,6 +77,11 @@ def pg_bin_dir() -> str | None:
     return str(client.bin_dir)
 
 
+# Build (or find) the PostgreSQL 17 tree before the session's VM boots: a broken mirror then
+# fails in a minute, not after the converge.
+pytestmark = pytest.mark.usefixtures("pg_bin_dir")
+
+
 class TcpForwarder:
     """Accept on (host, port) and relay each connection to 127.0.0.1:target_port."""
 

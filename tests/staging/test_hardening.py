@@ -82,6 +82,37 @@ def changed_operations(output: str) -> list[str]:
     return changed
 
 
+def proposed_changes(output: str) -> list[str]:
+    """Operations a `--dry` run lists as changing (pyinfra's "Change" column not '-')."""
+    proposed = []
+    for line in output.splitlines():
+        columns = re.split(r"\s{2,}", line.strip())
+        if len(columns) == 3 and columns[0] != "Operation" and columns[1] != "-":
+            proposed.append(columns[0])
+    return proposed
+
+
+# ------------------------------------------------------------- the pristine VM
+
+
+def test_dry_run_lists_the_changes_and_makes_none(staging_vm):
+    """`deploys/full.py --dry` on a fresh VPS: the hardening it would do is listed, and the
+    host is left exactly as it was (still password auth, no ufw, no marker file)."""
+    before = staging_vm.ssh("sudo sshd -T | sort; ls /etc/agent-vos-managed 2>&1; "
+                            "command -v ufw || echo no-ufw").stdout
+    result = staging_vm.run_pyinfra(FULL_DEPLOY, extra=["--dry"])
+    output = pyinfra_output(result)
+    assert result.returncode == 0, output[-4000:]
+    proposed = proposed_changes(output)
+    assert any("agent-vos" in name for name in proposed), output[-6000:]
+    assert any("sshd" in name.lower() or "ssh" in name.lower() for name in proposed), proposed
+    assert len(proposed) >= 10, proposed
+    after = staging_vm.ssh("sudo sshd -T | sort; ls /etc/agent-vos-managed 2>&1; "
+                           "command -v ufw || echo no-ufw").stdout
+    assert after == before, "the dry run changed the host"
+    assert "passwordauthentication yes" in after and "no-ufw" in after
+
+
 # ------------------------------------------------------------- the converged host
 
 
@@ -134,9 +165,6 @@ def test_second_deploy_changes_nothing(converged_vm):
 # ------------------------------------------------------------- mutations (throwaway VMs)
 
 
-@pytest.mark.xfail(strict=False, reason="2026-11-24 rehearsal: every gate mutation passed, the "
-                   "ban step hung on an attempt after the ban; the fix is not yet re-run on a VM "
-                   "(issue #3 note)")
 def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
     """Listener on 0.0.0.0:9999, `ufw allow 5432`, PasswordAuthentication yes,
     PermitRootLogin yes, fail2ban stopped: each fails the gate (the family it breaks) naming

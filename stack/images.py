@@ -108,17 +108,25 @@ def base_python_version(base_image: str) -> str:
     return out.strip()
 
 
+# What goes into the image: the wheel's packages (pyproject's packages.find), the CLI entry,
+# the build recipe. Commits touching only tests, docs or deploys do not change the image.
+SHIPPED_PATHS = ["app", "staging", "roles", "backups", "checks", "stack", "cli.py",
+                 "pyproject.toml", "images"]
+
+
 def source_revision(repo: Path = REPO_ROOT) -> str:
-    """The git short sha, plus `-dirty-<hash>` when the work tree has uncommitted changes
-    in the shipped code, so an image tag always names its content.
+    """The short sha of the last commit that changed shipped code, plus `-dirty-<hash>` when
+    the work tree has uncommitted changes there, so an image tag always names its content
+    and a commit that only touches tests or docs reuses the built (and shipped) image.
 
     Example:
         source_revision()  # -> "3f2a1c0" or "3f2a1c0-dirty-9b1e"
     """
-    sha = _run(["git", "rev-parse", "--short=7", "HEAD"], "git rev-parse", 30,
-               cwd=repo).strip()
-    diff = _run(["git", "diff", "HEAD", "--", "app", "cli.py", "pyproject.toml"],
-                "git diff", 60, cwd=repo)
+    sha = _run(["git", "log", "-1", "--format=%h", "--abbrev=7", "--", *SHIPPED_PATHS],
+               "git log", 30, cwd=repo).strip()
+    if not sha:
+        raise ImageError(f"no commit touches {SHIPPED_PATHS} in {repo}: is it a git checkout?")
+    diff = _run(["git", "diff", "HEAD", "--", *SHIPPED_PATHS], "git diff", 60, cwd=repo)
     if not diff:
         return sha
     return f"{sha}-dirty-{hashlib.sha256(diff.encode()).hexdigest()[:4]}"

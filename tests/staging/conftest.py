@@ -34,7 +34,9 @@ Example:
 
 Environment knobs: ``VOS_STAGING_BOOT_TIMEOUT`` (default 240 s), ``VOS_IMAGE_CACHE``,
 ``VOS_STAGING_CONVERGE_DEPLOY`` (default ``deploys/full.py``; e.g. ``deploys/mesh.py``),
-``VOS_STAGING_KEEP_LOGS=1`` keeps the session's state dir (console logs, pyinfra output).
+``VOS_STAGING_KEEP_LOGS=1`` keeps the session's state dir (console logs, pyinfra output),
+``VOS_STAGING_REUSE_LAB=/tmp/mine`` (iteration only) runs against a lab you brought up and
+converged with ``VOS_STAGING_DIR=/tmp/mine vos staging up --deploy``, and keeps it.
 """
 
 from __future__ import annotations
@@ -180,6 +182,12 @@ def staging_lab() -> Iterator[Lab]:
                if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"staging tier needs {missing}: run `bash scripts/bootstrap.sh`")
+    reuse = os.environ.get("VOS_STAGING_REUSE_LAB")
+    if reuse:  # iteration only: a lab you brought up (and converged) yourself; kept after
+        lab = Lab(Path(reuse))
+        lab.up()
+        yield lab
+        return
     lab = Lab(temporary_state_dir("session"))
     try:
         lab.up()
@@ -208,7 +216,14 @@ def converge_deploy() -> Path:
 
 @pytest.fixture(scope="session")
 def converged_snapshot(staging_vm: StagingVm) -> Path:
-    """Run deploys/full.py once on the pristine VM, then freeze its disk."""
+    """Run deploys/full.py once on the pristine VM, then freeze its disk.
+
+    With ``VOS_STAGING_REUSE_LAB`` (iteration only) the lab's running VM is taken as
+    converged already (`vos staging up --deploy`), and a frozen disk found there is reused.
+    """
+    frozen = staging_vm.lab.state_dir / "converged-base.qcow2"
+    if os.environ.get("VOS_STAGING_REUSE_LAB"):
+        return frozen if frozen.exists() else staging_vm.lab.snapshot(PRIMARY, frozen.stem)
     staging_vm.activate()
     result = staging_vm.run_pyinfra(CONVERGE_DEPLOY)
     if result.returncode != 0:

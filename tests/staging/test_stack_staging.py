@@ -310,3 +310,27 @@ def test_burn_down_drill_every_row_survives_a_new_vm(converged_vm, tmp_path):
                               json.dumps({"type": "task.create", "title": f"{marker}-new"})
                               .encode(), good_signature=True)
     assert status in (200, 201, 202)
+
+
+def test_a_burst_of_bad_signatures_gets_the_source_banned(fresh_converged_vm, tmp_path):
+    """Door → journald (vos-door) → fail2ban's door jail: 6 bad signatures from the public
+    netns and its address is in the jail's ban list."""
+    vm = fresh_converged_vm
+    cafile = door_certificate(vm, tmp_path)
+    source = vm.lab.state.layout.scanner_public
+    for _ in range(6):
+        result = curl_from_public(vm, "--cacert", str(cafile), "-o", "/dev/null", "-w",
+                                  "%{http_code}", "-H", "webhook-id: msg_x", "-H",
+                                  f"webhook-timestamp: {int(time.time())}", "-H",
+                                  "webhook-signature: v1,AAAA", "--data-binary", "{}",
+                                  f"https://{vm.public_address}:{door_port(vm)}/callbacks/"
+                                  f"{DOOR_SOURCE}", timeout=30)
+        if result.returncode != 0:  # already banned: the connection is dropped
+            break
+    deadline = time.monotonic() + 60
+    while True:
+        status = vm.ssh("sudo fail2ban-client status vos-door", check=False).stdout
+        if source in status or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert source in status, f"{source} not banned by the vos-door jail:\n{status}"

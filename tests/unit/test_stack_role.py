@@ -31,3 +31,37 @@ def test_newline_in_a_secret_is_refused():
 def test_stack_settings_refuse_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         StackSettings(**{field: value})
+
+
+def test_acme_is_refused_with_the_working_alternatives():
+    with pytest.raises(ValueError, match="not implemented yet: use 'operator'"):
+        StackSettings(tls="acme")
+
+
+def test_operator_tls_needs_both_files(tmp_path):
+    cert = tmp_path / "door.crt"
+    cert.write_text("x")
+    with pytest.raises(ValueError, match="set tls_cert_file and tls_key_file"):
+        StackSettings(tls="operator", tls_cert_file=cert)
+
+
+def test_operator_tls_files_go_to_the_host_0600_owned_by_the_containers_user(tmp_path):
+    from roles_harness import load_facts, plan_role, set_fact
+
+    from roles import stack
+
+    cert, key = tmp_path / "door.crt", tmp_path / "door.key"
+    cert.write_text("CERT")
+    key.write_text("KEY")
+    settings = StackSettings(tls="operator", tls_cert_file=cert, tls_key_file=key)
+    facts = set_fact(load_facts("debian13"), "files.Directory", None,
+                     path="/etc/vos-stack/tls")
+    for name in ("door.crt", "door.key"):
+        facts = set_fact(facts, "files.File", None, path=f"/etc/vos-stack/tls/{name}")
+        facts = set_fact(facts, "files.Directory", None, path=f"/etc/vos-stack/tls/{name}")
+    result = plan_role(stack.door_tls, facts, settings, public_address="203.0.113.10")
+    assert result.uploads.get("/etc/vos-stack/tls/door.key") == "KEY"
+    commands = "\n".join(result.commands)
+    assert "openssl" not in commands
+    assert "chmod 600 /etc/vos-stack/tls/door.key" in commands
+    assert "chown 10001:10001 /etc/vos-stack/tls/door.key" in commands

@@ -15,8 +15,15 @@ the VM (one skips), and the failing cases: a planted secret key and a 30-hour-ol
 backup make checks/test_backups.py fail naming the cause; a corrupted file fails the drill
 naming the checksum.
 
-Cost: one boot (~45 s) + the role (apt of postgresql-client & co under TCG, ~3-5 min) + two
-check runs; the converged snapshot is shared with the rest of the staging tier.
+The drill runs with PostgreSQL 17 from the cached trixie tree (backups/pgclient.py) when this
+machine's pg_restore is older (Debian 12: 15); with the machine's own it must stop up front.
+
+Cost, measured 2026-11-24 on the 2-core machine with two other VMs running (load ~7):
+one boot from the converged snapshot ~2.5 min + the test body 763 s (of which the role's apt
+of postgresql-client & co under TCG is most) = ~15 min; the converged snapshot (here 2078 s
+for deploys/full.py) is shared with the rest of the staging tier. Building the PostgreSQL 17
+tree, when not cached yet, adds ~150 s (`vos backup pg-client`), usually paid by the
+integration tier first.
 """
 
 from __future__ import annotations

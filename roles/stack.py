@@ -49,6 +49,7 @@ from stack.releases import Release, new_release_id, prune_command, record_comman
 
 ACTIVATE = "/usr/local/sbin/vos-stack-activate"
 CONTAINER_UID = "10001"  # images/Dockerfile's USER
+CONTAINER_USER = "vos-app"  # its name on the host
 
 
 def _progress(message: str) -> None:
@@ -143,7 +144,15 @@ def self_signed_command(common_name: str, days: int = 825) -> str:
 def door_tls(settings: StackSettings, public_address: str) -> None:
     """The door's certificate + key in /etc/vos-stack/tls, 0600, owned by the containers'
     user (it reads them through a read-only mount): self-signed, or the operator's files."""
-    uid = CONTAINER_UID
+    # A named system account for the containers' numeric uid, so file ownership compares
+    # by name and a re-run changes nothing (an unnamed uid reads back as UNKNOWN).
+    server.group(name=f"Group {CONTAINER_USER} ({CONTAINER_UID}) owns the door's TLS files",
+                 group=CONTAINER_USER, gid=int(CONTAINER_UID), system=True, _sudo=True)
+    server.user(name=f"System user {CONTAINER_USER} ({CONTAINER_UID}, no login, no home)",
+                user=CONTAINER_USER, uid=int(CONTAINER_UID), group=CONTAINER_USER,
+                shell="/usr/sbin/nologin", home="/nonexistent", create_home=False, system=True,
+                _sudo=True)
+    uid = CONTAINER_USER
     files.directory(name="Door TLS dir /etc/vos-stack/tls", path=TLS_DIR, user=uid,
                     group=uid, mode="500", _sudo=True)
     if settings.tls == "operator":

@@ -60,15 +60,26 @@ def up(
 
 @staging_app.command()
 def down(state_dir: Path = STATE_DIR_OPTION) -> None:
-    """Same as destroy: stop the VM and remove everything staging created."""
-    destroy(state_dir)
+    """Same as destroy: stop the VM and remove everything staging created (not the DB)."""
+    destroy(state_dir, drop_db=False)
 
 
 @staging_app.command()
-def destroy(state_dir: Path = STATE_DIR_OPTION) -> None:
-    """Stop every VM and process, delete the namespace, interfaces, sockets and overlays."""
+def destroy(
+    state_dir: Path = STATE_DIR_OPTION,
+    drop_db: bool = typer.Option(
+        False, "--drop-db", help="Also stop the managed Postgres and DELETE its data and the "
+        "generated secrets (by default they survive, like a managed database would)."),
+) -> None:
+    """Stop every VM and process, delete the namespace, interfaces, sockets and overlays.
+
+    The managed Postgres (the app's state) keeps running with its data unless --drop-db.
+    """
     try:
-        Lab(state_dir).destroy()
+        lab = Lab(state_dir)
+        lab.destroy()
+        if drop_db:
+            lab.drop_managed_db()
     except StagingError as error:
         _fail(error)
 

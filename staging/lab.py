@@ -23,7 +23,7 @@ from pathlib import Path
 
 from staging import mesh, networks, scanner
 from staging.image import DEPLOY_USER, BaseImage, ensure_base_image
-from staging.managed_db import ManagedDb
+from staging.managed_db import SECRETS_FILE, ManagedDb
 from staging.proc import StagingError, progress, run
 from staging.state import (
     REPO_ROOT,
@@ -114,6 +114,12 @@ class Lab:
         """
         self.state_dir.chmod(self.state_dir.stat().st_mode | 0o001)  # postgres traverses it
         return ManagedDb(self.state_dir, self.state.layout.operator_mesh)
+
+    def drop_managed_db(self) -> None:
+        """Stop the managed Postgres and delete its data and the secrets (explicit only)."""
+        ManagedDb(self.state_dir, "").destroy_database()
+        (self.state_dir / SECRETS_FILE).unlink(missing_ok=True)
+        progress(f"destroy: managed Postgres and secrets in {self.state_dir} deleted")
 
     def deploy_env(self) -> dict[str, str]:
         """Environment for a deploy: this lab's state dir plus the stack's secrets/URLs."""

@@ -56,6 +56,9 @@ def test_operator_tls_files_go_to_the_host_0600_owned_by_the_containers_user(tmp
     settings = StackSettings(tls="operator", tls_cert_file=cert, tls_key_file=key)
     facts = set_fact(load_facts("debian13"), "files.Directory", None,
                      path="/etc/vos-stack/tls")
+    for tool in ("useradd", "groupadd", "usermod", "groupmod"):
+        facts = set_fact(facts, "server.Which", f"/usr/sbin/{tool}", command=tool)
+    facts = set_fact(facts, "files.Directory", None, path="/nonexistent")
     for name in ("door.crt", "door.key"):
         facts = set_fact(facts, "files.File", None, path=f"/etc/vos-stack/tls/{name}")
         facts = set_fact(facts, "files.Directory", None, path=f"/etc/vos-stack/tls/{name}")
@@ -64,4 +67,4 @@ def test_operator_tls_files_go_to_the_host_0600_owned_by_the_containers_user(tmp
     commands = "\n".join(result.commands)
     assert "openssl" not in commands
     assert "chmod 600 /etc/vos-stack/tls/door.key" in commands
-    assert "chown 10001:10001 /etc/vos-stack/tls/door.key" in commands
+    assert "chown vos-app:vos-app /etc/vos-stack/tls/door.key" in commands

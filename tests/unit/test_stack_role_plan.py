@@ -32,6 +32,9 @@ def facts(current_digest: str = "", key_exists: bool = False) -> dict:
     recorded = set_fact(recorded, "files.Directory", {"mode": 755}, path="/usr/local/sbin")
     recorded = set_fact(recorded, stack.FileExists.name, key_exists,
                         path="/etc/vos-stack/tls/door.key")
+    for tool in ("useradd", "groupadd", "usermod", "groupmod"):
+        recorded = set_fact(recorded, "server.Which", f"/usr/sbin/{tool}", command=tool)
+    recorded = set_fact(recorded, "files.Directory", None, path="/nonexistent")
     recorded = set_fact(recorded, "files.Directory", None, path="/etc/vos-stack/tls")
     for path in ("/etc/vos-stack/app.env", "/etc/vos-stack/migrate.env", stack.ACTIVATE,
                  "/etc/vos-stack/tls/door.crt", "/etc/vos-stack/tls/door.key"):

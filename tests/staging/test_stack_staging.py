@@ -312,9 +312,15 @@ def test_burn_down_drill_every_row_survives_a_new_vm(converged_vm, tmp_path):
     assert status in (200, 201, 202)
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "measured on the staging VM: the vos-door jail bans with iptables-multiport in INPUT "
+    "(--dports 443), but the door is a Docker-published port: its packets are DNAT'ed to "
+    ":8443 and cross FORWARD/DOCKER-USER, so the banned address still reaches the door. "
+    "Fix in roles/fail2ban.py: ban in DOCKER-USER matching --ctorigdstport <door port>."))
 def test_a_burst_of_bad_signatures_gets_the_source_banned(fresh_converged_vm, tmp_path):
     """Door → journald (vos-door) → fail2ban's door jail: 6 bad signatures from the public
-    netns and its address is in the jail's ban list."""
+    netns put its address in the jail's ban list, and the ban holds: the door no longer
+    answers that address."""
     vm = fresh_converged_vm
     cafile = door_certificate(vm, tmp_path)
     source = vm.lab.state.layout.scanner_public
@@ -334,3 +340,9 @@ def test_a_burst_of_bad_signatures_gets_the_source_banned(fresh_converged_vm, tm
             break
         time.sleep(3)
     assert source in status, f"{source} not banned by the vos-door jail:\n{status}"
+    after = curl_from_public(vm, "--cacert", str(cafile), "--max-time", "8", "-o", "/dev/null",
+                             "-w", "%{http_code}", "--data-binary", "{}",
+                             f"https://{vm.public_address}:{door_port(vm)}/callbacks/"
+                             f"{DOOR_SOURCE}", timeout=30)
+    assert after.returncode != 0, (f"{source} is in the ban list but the door still answered "
+                                   f"it ({after.stdout}): the ban does not cover the door")

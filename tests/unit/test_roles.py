@@ -226,6 +226,8 @@ def test_fail2ban_on_debian_needs_no_workaround_and_uses_systemd(debian):
     jail = plan.uploads["/etc/fail2ban/jail.local"]
     assert "backend = systemd" in jail and "[sshd]" in jail and "[recidive]" in jail
     assert "[vos-door]" in jail and "journalmatch = SYSLOG_IDENTIFIER=vos-door" in jail
+    door = jail.split("[vos-door]", 1)[1]
+    assert "chain = DOCKER-USER" in door and "banaction = %(banaction_allports)s" in door
     assert "ignoreip = 127.0.0.1/8 ::1 100.64.0.1" in jail
     assert plan.named("restart (jails changed)").conditional
 

@@ -1,8 +1,8 @@
-"""The hardened host on the staging VM: converge, idempotence, outside scan, ssh-audit,
+"""The hardened host on the staging VM: converge, dry run, outside scan, ssh-audit,
 mutation tests against the gate, and a real fail2ban ban.
 
 Cost (TCG, 2 shared cores): the converge is paid once by the `converged_vm` fixture; these
-tests add one idempotent re-run (~2-3 min), a few scans, and three throwaway VMs for the
+tests add a --dry run on the pristine VM, a few scans, and three throwaway VMs for the
 mutations and the ban (boot ~45-80 s each). Mutations that are independent share a VM, each
 one restored and the gate proven green again before the next.
 """
@@ -65,23 +65,6 @@ def door_standin(vm):
         vm.ssh(f"sudo systemctl stop {DOOR_STANDIN}", check=False)
 
 
-def changed_operations(output: str) -> list[str]:
-    """Operations pyinfra's results table counts as changed (Success column not '-')."""
-    changed = []
-    in_results = False
-    for line in output.splitlines():
-        if "--> Results:" in line:
-            in_results = True
-            continue
-        if not in_results:
-            continue
-        columns = re.split(r"\s{2,}", line.strip())
-        if len(columns) == 5 and columns[0] not in ("Operation", "Grand total"):
-            if columns[2] != "-":
-                changed.append(columns[0])
-    return changed
-
-
 def proposed_changes(output: str) -> list[str]:
     """Operations a `--dry` run lists as changing (pyinfra's "Change" column not '-')."""
     proposed = []
@@ -122,7 +105,12 @@ def test_converged_host_passes_every_check(converged_vm):
 
 
 def test_outside_scan_sees_exactly_the_door(converged_vm):
-    """From the public namespace: nothing open but the door (with a listener on it)."""
+    """From the public namespace: nothing open but the door. Without a stack in the
+    inventory nothing listens there: then a stand-in listener takes the door's place."""
+    door = converged_vm.ssh("sudo docker ps -q --filter name=vos-door", check=False)
+    if door.stdout.strip():
+        assert converged_vm.scan() == [DOOR]
+        return
     assert converged_vm.scan() == [], "ports open on the public address without any door"
     with door_standin(converged_vm):
         assert converged_vm.scan() == [DOOR]
@@ -151,15 +139,6 @@ def test_ssh_audit_hardened_ubuntu_2404_policy(converged_vm):
     result = subprocess.run([audit, "-P", names[-1], converged_vm.mesh_address],
                             capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, f"{names[-1]} failed:\n{result.stdout[-3000:]}"
-
-
-def test_second_deploy_changes_nothing(converged_vm):
-    """Idempotence, from pyinfra's own results table."""
-    result = converged_vm.run_pyinfra(FULL_DEPLOY)
-    output = pyinfra_output(result)
-    assert result.returncode == 0, output[-4000:]
-    assert "--> Results:" in output, output[-2000:]
-    assert changed_operations(output) == [], output[-6000:]
 
 
 # ------------------------------------------------------------- mutations (throwaway VMs)
@@ -223,6 +202,8 @@ def test_docker_published_ports_mutation(fresh_converged_vm):
     vm = fresh_converged_vm
     vm.ssh(PROBE_IMAGE, timeout=600)
     run = PROBE_RUN
+    # The stack's API holds MESH_IP:8080 on a converged host; this VM is thrown away after.
+    vm.ssh("sudo docker ps -q --filter name=vos-api | xargs -r sudo docker stop", timeout=120)
 
     vm.ssh(run.format(name="probe-default", publish="8080:80"))
     time.sleep(3)

@@ -6,11 +6,13 @@ What is proven here, on the converged VM (its snapshot already includes the stac
   takes a correctly signed callback (the row lands in the managed Postgres) and rejects a bad
   signature (4xx, no row); the outside scan still sees exactly one port;
 - a second full deploy changes nothing and restarts no container;
-on throwaway VMs: the static gate stops three planted compose templates before anything
-starts, and a release whose health check never turns green is rolled back automatically
+- the static gate stops three planted compose templates before anything starts (on the
+  converged VM: nothing may change there, and the test proves nothing did);
+on throwaway VMs: a release whose health check never turns green is rolled back automatically
 (the deploy fails naming the service with its last log lines; the previous one keeps
-serving); last, the burn-down drill: rows written, VM destroyed, a NEW VM from the base
-image, full deploy, every row still there (timed; the figure is printed).
+serving), and a burst of bad signatures gets the source banned in DOCKER-USER. Opt-in
+(VOS_STAGING_BURN_DOWN=1, a second full converge): the burn-down drill — rows written, VM
+destroyed, a NEW VM from the base image, full deploy, every row still there (timed).
 
 The managed Postgres is the lab's (staging/managed_db.py): outside every VM, on the
 operator's mesh address; the tests read it with its superuser on 127.0.0.1.
@@ -19,6 +21,7 @@ operator's mesh address; the tests read it with its superuser on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -217,9 +220,11 @@ MUTATIONS = {
 }
 
 
-def test_static_gate_stops_planted_templates_before_anything_starts(fresh_converged_vm,
+def test_static_gate_stops_planted_templates_before_anything_starts(converged_vm,
                                                                     tmp_path, monkeypatch):
-    vm = fresh_converged_vm
+    """Runs on the shared converged VM (no boot): a working gate changes nothing there, and
+    the assertions below prove exactly that."""
+    vm = converged_vm
     before, release = containers(vm), current_release(vm)
     for name, edit in MUTATIONS.items():
         template = planted_template(tmp_path, name, edit)
@@ -262,10 +267,13 @@ def test_unhealthy_release_is_rolled_back_and_the_previous_keeps_serving(fresh_c
 
 # ------------------------------------------------------------------ burn-down (last)
 @pytest.mark.staging_last
+@pytest.mark.skipif(os.environ.get("VOS_STAGING_BURN_DOWN") != "1", reason=(
+    "the burn-down drill costs a second full converge (~25-30 min under TCG): opt in with "
+    "VOS_STAGING_BURN_DOWN=1 (kept out of the default run to hold CI's time budget)"))
 def test_burn_down_drill_every_row_survives_a_new_vm(converged_vm, tmp_path):
     """Rows written, `destroy`, `up` (a NEW VM from the base image), full deploy, rows back.
 
-    Costs one more full converge (~10-16 min under TCG). Prints the timing.
+    Costs one more full converge (~25-30 min under TCG). Prints the timing.
     """
     lab = converged_vm.lab
     tenant = bind_door_source(converged_vm)

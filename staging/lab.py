@@ -360,14 +360,18 @@ Host staging-*
         timeout: float = 2400,
         live: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """`pyinfra -y inventory/staging.py <deploy>` against this state dir.
+        """`pyinfra -y inventory/staging.py <deploy>` against this state dir (no `-y` with
+        `--dry`: pyinfra then lists the changes it would make and stops).
 
         Output goes live to ``<state dir>/pyinfra.out`` (follow it with `tail -f`), is kept
         in ``pyinfra.log`` across runs, and is returned in the CompletedProcess as well.
         `live=True` (the CLI) lets pyinfra write to the terminal instead; nothing is captured.
         """
         pyinfra = Path(sys.executable).with_name("pyinfra")
-        command = [str(pyinfra), "-y", str(INVENTORY), str(deploy), *(extra or [])]
+        extra = list(extra or [])
+        # `-y` makes pyinfra skip change detection, which is all a `--dry` run reports.
+        confirm = [] if "--dry" in extra else ["-y"]
+        command = [str(pyinfra), *confirm, str(INVENTORY), str(deploy), *extra]
         log = self.state_dir / "pyinfra.log"
         progress(f"deploy: {' '.join(command)} (live output: {log.with_suffix('.out')})")
         env = self.deploy_env()

@@ -9,6 +9,7 @@ one restored and the gate proven green again before the next.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -65,14 +66,10 @@ def door_standin(vm):
         vm.ssh(f"sudo systemctl stop {DOOR_STANDIN}", check=False)
 
 
-def proposed_changes(output: str) -> list[str]:
-    """Operations a `--dry` run lists as changing (pyinfra's "Change" column not '-')."""
-    proposed = []
-    for line in output.splitlines():
-        columns = re.split(r"\s{2,}", line.strip())
-        if len(columns) == 3 and columns[0] != "Operation" and columns[1] != "-":
-            proposed.append(columns[0])
-    return proposed
+def proposed_changes(stdout: str) -> list[str]:
+    """Operations a `--dry --json` run plans to change (pyinfra's plan, `hosts_with_change`)."""
+    plan = json.loads(stdout.strip().splitlines()[-1])["plan"]
+    return [op["name"] for op in plan if op["hosts_with_change"]]
 
 
 # ------------------------------------------------------------- the pristine VM
@@ -83,10 +80,10 @@ def test_dry_run_lists_the_changes_and_makes_none(staging_vm):
     host is left exactly as it was (still password auth, no ufw, no marker file)."""
     before = staging_vm.ssh("sudo sshd -T | sort; ls /etc/agent-vos-managed 2>&1; "
                             "command -v ufw || echo no-ufw").stdout
-    result = staging_vm.run_pyinfra(FULL_DEPLOY, extra=["--dry"])
+    result = staging_vm.run_pyinfra(FULL_DEPLOY, extra=["--dry", "--json"])
     output = pyinfra_output(result)
     assert result.returncode == 0, output[-4000:]
-    proposed = proposed_changes(output)
+    proposed = proposed_changes(result.stdout)
     assert any("agent-vos" in name for name in proposed), output[-6000:]
     assert any("sshd" in name.lower() or "ssh" in name.lower() for name in proposed), proposed
     assert len(proposed) >= 10, proposed

@@ -3,7 +3,7 @@ VENV := .venv
 VOS := $(VENV)/bin/vos
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: bootstrap up down test test-fast lint help
+.PHONY: bootstrap up down test test-fast test-staging-extended lint help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,8 +21,11 @@ down: bootstrap ## destroy the staging VM and everything it created
 
 test: bootstrap ## lint, then every test tier (unit, integration, staging VM)
 	$(VENV)/bin/ruff check .
-	$(PYTEST) tests
+	$(PYTEST) tests --durations=25
 
 test-fast: bootstrap ## lint, unit and integration tiers only (no VM)
 	$(VENV)/bin/ruff check .
 	$(PYTEST) tests -m "not staging"
+
+test-staging-extended: bootstrap ## the staging tier with every throwaway-VM test and the burn-down drill
+	VOS_STAGING_EXTENDED=1 VOS_STAGING_BURN_DOWN=1 $(PYTEST) tests/staging --durations=30

@@ -153,8 +153,14 @@ def _order(item: pytest.Item) -> int:
     return 0
 
 
+EXTENDED = os.environ.get("VOS_STAGING_EXTENDED") == "1"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "staging_last: run after every other staging test")
+    config.addinivalue_line(
+        "markers", "staging_extended: a throwaway VM of its own (~3-15 min each under TCG); "
+        "runs only with VOS_STAGING_EXTENDED=1, so the default run fits CI's time budget")
 
 
 @pytest.hookimpl(tryfirst=True)  # mark before `-m "not staging"` deselects
@@ -168,6 +174,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     staging = [item for item in items if item.get_closest_marker("staging")]
     if not staging:
         return
+    if not EXTENDED:
+        skip = pytest.mark.skip(reason="extended staging test: set VOS_STAGING_EXTENDED=1 "
+                                       "(`make test-staging-extended`) to run it")
+        for item in staging:
+            if item.get_closest_marker("staging_extended"):
+                item.add_marker(skip)
     others = [item for item in items if not item.get_closest_marker("staging")]
     items[:] = others + sorted(staging, key=_order)
 

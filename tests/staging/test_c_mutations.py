@@ -1,6 +1,9 @@
 """Break an invariant on a throwaway converged VM and see the check fail, readably."""
 
+import pytest
 
+
+@pytest.mark.staging_extended
 def test_base_check_fails_when_the_deploy_user_loses_sudo(fresh_converged_vm):
     # Every drop-in that grants the deploy user sudo: the image's and the users role's.
     fresh_converged_vm.ssh("sudo sh -c 'grep -l ^deploy /etc/sudoers.d/* | xargs rm -f'")
@@ -10,6 +13,7 @@ def test_base_check_fails_when_the_deploy_user_loses_sudo(fresh_converged_vm):
     assert "`sudo -n true` failed for the deploy user" in result.stdout
 
 
+@pytest.mark.staging_extended
 def test_base_check_fails_when_sshd_would_not_start_at_boot(fresh_converged_vm):
     fresh_converged_vm.ssh("sudo systemctl disable ssh.service ssh.socket 2>/dev/null; true")
     result = fresh_converged_vm.run_checks("checks/test_base.py")

@@ -226,7 +226,7 @@ def _tcp_open(address: str, port: int, timeout: float = 2) -> bool:
 
 
 # ---------------------------------------------------------------------- the relay process
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def pump_until_eof(source: socket.socket, sink: socket.socket) -> None:
     """Copy one direction until EOF, then half-close the other side."""
     try:
         while True:
@@ -257,7 +257,7 @@ def relay(listen_address: str, listen_port: int, target_port: int) -> None:
             continue
         upstream.settimeout(None)
         for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=pump_until_eof, args=(a, b), daemon=True).start()
 
 
 if __name__ == "__main__":

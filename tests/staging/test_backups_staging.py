@@ -50,6 +50,7 @@ from backups.drill import run_drill
 from backups.keyring import Keyring
 from backups.naming import classify, dump_name, manifest_name
 from backups.target import Target
+from staging.managed_db import pump_until_eof
 from staging.state import REPO_ROOT
 
 KEY_PARAMS = """\
@@ -110,23 +111,10 @@ class TcpForwarder:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            for end in (client, upstream):
+                end.settimeout(None)  # the accepted socket inherits the listener's 0.5 s
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            source.settimeout(None)
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                threading.Thread(target=pump_until_eof, args=(a, b), daemon=True).start()
 
     def close(self) -> None:
         self.stopping.set()

@@ -192,6 +192,7 @@ PROBE_RUN = ("sudo docker run -d --name {name} -p {publish} -v /usr:/usr:ro -w /
              "vos-probe:1 /usr/bin/python3 -m http.server 80")
 
 
+@pytest.mark.staging_extended
 def test_docker_published_ports_mutation(fresh_converged_vm):
     """`-p 8080:80` lands on the mesh IP (daemon.json "ip"), so the gate stays green and the
     outside sees nothing; `-p 0.0.0.0:8080:80` fails the gate naming the container — and the
@@ -256,6 +257,7 @@ def fail2ban_bans_repeated_bad_logins(vm) -> None:
     assert probe.returncode != 0, "banned address still reaches port 22"
 
 
+@pytest.mark.staging_extended
 def test_cutover_stops_with_public_ssh_intact_when_mesh_ssh_fails(fresh_converged_vm):
     """Put the host back to "before the cutover" (sshd on all addresses, public SSH allowed),
     block SSH over the mesh only (WireGuard itself stays up), run the deploy: it must stop at

@@ -236,6 +236,7 @@ def test_static_gate_stops_planted_templates_before_anything_starts(converged_vm
         assert current_release(vm) == release, f"{name}: a release was made"
 
 
+@pytest.mark.staging_extended
 def test_unhealthy_release_is_rolled_back_and_the_previous_keeps_serving(fresh_converged_vm,
                                                                          tmp_path, monkeypatch):
     vm = fresh_converged_vm

@@ -250,7 +250,6 @@ def run_checks(vm) -> subprocess.CompletedProcess[str]:
     return vm.run_checks("checks/test_backups.py", "-p", "checks.plugin", "--tb=line", "-rs")
 
 
-@pytest.mark.staging_extended
 def test_backups_on_the_vm_end_to_end(operator_side):
     side = operator_side
     vm, target = side["vm"], side["target"]

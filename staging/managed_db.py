@@ -42,6 +42,7 @@ from psycopg import sql
 
 from app.db.embedded import EmbeddedPostgres
 from staging.proc import StagingError, progress
+from staging.vm import tcp_open
 
 DB_NAME = "vos"
 OWNER_ROLE = "vos_owner"
@@ -133,7 +134,7 @@ class ManagedDb:
         """True when the recorded relay lives, listens, and points at the current port."""
         pid, target = self._relay_record()
         return (pid is not None and _alive(pid) and target == self._port()
-                and _tcp_open(self.mesh_address, self.mesh_port))
+                and tcp_open(self.mesh_address, self.mesh_port))
 
     def _relay_pid(self) -> int | None:
         return self._relay_record()[0]
@@ -161,7 +162,7 @@ class ManagedDb:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 break
-            if _tcp_open(self.mesh_address, self.mesh_port):
+            if tcp_open(self.mesh_address, self.mesh_port):
                 progress(f"managed db: reachable on the mesh at "
                          f"{self.mesh_address}:{self.mesh_port}")
                 return process.pid
@@ -215,14 +216,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _tcp_open(address: str, port: int, timeout: float = 2) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------- the relay process

@@ -215,15 +215,15 @@ def _ship(settings: StackSettings, image: str) -> None:
         return
     scratch = tempfile.mkdtemp(prefix="vos-ship-", dir="/var/tmp")
     atexit.register(shutil.rmtree, scratch, True)  # after pyinfra has copied it
-    archive = Path(scratch) / "image.tar"
+    archive = Path(scratch) / "image.tar.zst"
     # Operator side, now (while planning): build once per git revision, then save; the host
     # has no registry to pull from.
     with operator_engine():
         ensure_app_image(image, settings.base_image, say=_progress)
         _progress(f"save: docker save {image} for the copy to {host.name}")
         save_image(image, archive)
-    remote = f"/var/tmp/{image.replace(':', '_').replace('/', '_')}.tar"
-    files.put(name=f"Copy image {image} (docker save)", src=str(archive), dest=remote,
+    remote = f"/var/tmp/{image.replace(':', '_').replace('/', '_')}.tar.zst"
+    files.put(name=f"Copy image {image} (docker save | zstd)", src=str(archive), dest=remote,
               mode="600", _sudo=True)
     server.shell(name=f"docker load {image}", _sudo=True,
                  commands=[f"docker load -i {remote} && rm -f {remote}"])

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(
   make qemu-system-x86 qemu-utils debootstrap debian-archive-keyring e2fsprogs
   wireguard-tools wireguard-go iproute2 iptables nmap openssh-client rsync openssh-server
-  postgresql postgresql-contrib gnupg chromium docker.io curl
+  postgresql postgresql-contrib gnupg chromium docker.io curl zstd
 )
 
 missing=()

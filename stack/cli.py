@@ -56,7 +56,9 @@ def image_build(
 @image_app.command("save")
 def image_save(
     reference: Annotated[str, typer.Argument(help="image to save, e.g. agent-vos:3f2a1c0")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="tar file to write")],
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="tar file to write; a .tar.zst name compresses it (docker "
+                               "load reads it as it is)")],
 ) -> None:
     """`docker save` the image to a tar file to copy to the host."""
     try:

@@ -2,7 +2,7 @@
 
     vos image base                      # local base: debootstrap | docker import (no pulls)
     vos image build --base vos-base:trixie
-    vos image save agent-vos:3f2a1c0 -o /tmp/agent-vos.tar   # then copy, `docker load`
+    vos image save agent-vos:3f2a1c0 -o /tmp/agent-vos.tar.zst   # then copy, `docker load`
 
 The build never touches the network: the wheelhouse (the app and every dependency, binary
 wheels for the base image's Python) is prepared with the operator's own pip first, then the
@@ -169,14 +169,47 @@ def build_image(base_image: str, repository: str = "agent-vos", tag: str | None 
 
 
 def save_image(reference: str, path: Path) -> Path:
-    """`docker save` to a tar file (what travels to the host instead of a registry pull)."""
-    _run(["docker", "save", "-o", str(path), reference], f"docker save {reference}", 900)
+    """`docker save` to a tar file (what travels to the host instead of a registry pull).
+
+    A `.zst` path is compressed with zstd on the way (`docker load` reads it as it is): the
+    app image shrinks to ~30 %, and the copy to the host is the slow part of a deploy.
+
+    Example:
+        save_image("agent-vos:3f2a1c0", Path("/tmp/agent-vos.tar.zst"))
+    """
+    if path.suffix != ".zst":
+        _run(["docker", "save", "-o", str(path), reference], f"docker save {reference}", 900)
+        return path
+    if shutil.which("zstd") is None:
+        raise ImageError("zstd not found on this machine: install it (apt-get install zstd) "
+                         "or save to a plain .tar")
+    with path.open("wb") as sink:
+        save = subprocess.Popen(["docker", "save", reference], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        squeeze = subprocess.run(["zstd", "-q", "-T0", "-3", "-c"], stdin=save.stdout,
+                                 stdout=sink, stderr=subprocess.PIPE, timeout=900)
+        save.stdout.close()
+        save_error = save.stderr.read().decode(errors="replace")
+        save.wait(timeout=60)
+    if save.returncode != 0 or squeeze.returncode != 0:
+        path.unlink(missing_ok=True)
+        raise ImageError(f"docker save {reference} | zstd failed (exit {save.returncode}/"
+                         f"{squeeze.returncode}):\n"
+                         f"{(save_error + squeeze.stderr.decode(errors='replace'))[-3000:]}")
     return path
 
 
 def load_image(path: Path) -> str:
-    """`docker load` of a saved tar; returns the loaded reference."""
-    out = _run(["docker", "load", "-i", str(path)], f"docker load {path}", 900)
+    """`docker load` of a saved tar (or `.tar.zst`); returns the loaded reference.
+
+    A `.zst` archive is unpacked by the zstd tool on the way in: engines before Docker 23
+    (Debian 12's 20.10) cannot read zstd themselves.
+    """
+    if path.suffix == ".zst":
+        command = ["sh", "-c", 'zstd -q -dc -- "$1" | docker load', "load", str(path)]
+    else:
+        command = ["docker", "load", "-i", str(path)]
+    out = _run(command, f"docker load {path}", 900)
     return out.strip().rpartition("Loaded image: ")[2] or out.strip()
 
 

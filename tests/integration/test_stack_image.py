@@ -64,10 +64,13 @@ def test_no_build_tools_and_no_pip(app_image):
     assert out.strip() == "", f"build tools in the final image: {out}"
 
 
-def test_save_remove_load_round_trip(app_image, tmp_path):
+@pytest.mark.parametrize("name", ["agent-vos.tar", "agent-vos.tar.zst"])
+def test_save_remove_load_round_trip(app_image, tmp_path, name):
     image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", app_image],
                               capture_output=True, text=True, check=True).stdout.strip()
-    archive = save_image(app_image, tmp_path / "agent-vos.tar")
+    archive = save_image(app_image, tmp_path / name)
+    if name.endswith(".zst"):  # what the deploy ships: compressed, and docker load takes it
+        assert archive.read_bytes()[:4] == bytes.fromhex("28b52ffd")  # zstd frame magic
     subprocess.run(["docker", "rmi", app_image], check=True, capture_output=True, timeout=120)
     assert not image_exists(app_image)
     assert load_image(archive) == app_image

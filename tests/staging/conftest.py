@@ -45,6 +45,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,7 @@ import testinfra
 
 from staging.lab import INVENTORY, PRIMARY, Lab, remove_state_dir
 from staging.managed_db import ManagedDb
+from staging.mesh import pid_alive
 from staging.state import REPO_ROOT, temporary_state_dir
 
 CONVERGED = "converged"
@@ -60,6 +62,19 @@ FRESH = "fresh"
 FULL_DEPLOY = REPO_ROOT / "deploys" / "full.py"
 # What `converged_vm` converges with: deploys/full.py unless overridden for iteration.
 CONVERGE_DEPLOY = REPO_ROOT / os.environ.get("VOS_STAGING_CONVERGE_DEPLOY", "deploys/full.py")
+
+
+def _still_starting(ps_line: str) -> bool:
+    """`docker ps` "name state status" line of a container not yet settled (a one-shot that
+    exited 0, like the migrations, is settled).
+
+    Example:
+        >>> _still_starting("vos-api-1 running Up 40 seconds (health: starting)")
+        True
+    """
+    _name, state, status = (ps_line.split(None, 2) + ["", ""])[:3]
+    return (state in ("created", "restarting") or "health: starting" in status
+            or "unhealthy" in status or (state == "exited" and "Exited (0)" not in status))
 
 
 class StagingVm:
@@ -71,8 +86,14 @@ class StagingVm:
         self.backing = backing
 
     def activate(self) -> StagingVm:
-        """Make sure this VM is the one running (boots it when another one ran meanwhile)."""
+        """Make sure this VM is the one running (boots it when another one ran meanwhile);
+        after a boot, wait for the app stack (if any) to be healthy."""
+        state = self.lab.state
+        record = state.vms.get(self.name)
+        running = state.active_vm == self.name and record is not None and pid_alive(record.pid)
         self.lab.activate(self.name, self.backing)
+        if not running:
+            self.wait_for_stack()
         return self
 
     @property
@@ -122,6 +143,26 @@ class StagingVm:
         """Open TCP ports on the public address, seen from the public namespace."""
         self.activate()
         return self.lab.scan(ports=ports)
+
+    def wait_for_stack(self, timeout: float = 420) -> str:
+        """After a boot, wait until every container of the app stack runs and is healthy.
+
+        Under TCG the containers start (and pass their start period) minutes after systemd
+        reports the VM up; tests judging the stack before that would see a half-started
+        host. No stack (a converge without one) returns at once. Returns the last status.
+        """
+        query = ("sudo docker ps -a --filter label=com.docker.compose.project=vos "
+                 "--format '{{.Names}} {{.State}} {{.Status}}'")
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.ssh(query, check=False).stdout.strip().splitlines()
+            waiting = [line for line in lines if _still_starting(line)]
+            if not waiting:
+                return "\n".join(lines)
+            if time.monotonic() > deadline:
+                pytest.fail(f"the app stack on {self.name} is not healthy {timeout:.0f} s after "
+                            f"boot:\n" + "\n".join(lines))
+            time.sleep(5)
 
     def run_pyinfra(self, deploy_path: str | Path, extra: list[str] | None = None):
         """`pyinfra -y inventory/staging.py <deploy_path>`; returns the CompletedProcess."""

@@ -8,8 +8,9 @@ bounded health wait (last log lines on timeout) → runtime binding grep → mar
 any failure it restarts the previous release and fails. The full runtime gate
 (checks/test_stack.py) runs again in the deploy's gate step.
 
-A re-run with the same image and the same rendered file makes no new release and restarts
-nothing. STATUS: proven piecewise (gate, images, release records); not yet run on the VM.
+A re-run with the same image, the same rendered file and the same env files makes no new
+release and restarts nothing; a changed env file alone (a rotated secret) makes a new
+release, and compose recreates the containers whose environment changed.
 
 Example (deploys/stack.py):
     stack.deploy_stack(settings.stack, mesh_ip="100.64.0.2", door_port=443,
@@ -67,14 +68,36 @@ class DockerImagePresent(FactBase):
         return output[-1:] == ["yes"]
 
 
+ENV_FILES = ("app.env", "migrate.env")
+
+
 class CurrentStack(FactBase):
-    """sha256 of the current release's compose.yml ('' when there is none yet)."""
+    """sha256 over the current release's compose.yml and the env files as they are on the
+    host now ('' when there is no release yet): see `stack_digest`."""
 
     def command(self) -> str:
-        return f"sha256sum {STACK_DIR}/current/compose.yml 2>/dev/null | cut -d' ' -f1 || true"
+        env_files = " ".join(f"{STACK_DIR}/{name}" for name in ENV_FILES)
+        return (f"test -e {STACK_DIR}/current/compose.yml && "
+                f"cat {STACK_DIR}/current/compose.yml {env_files} 2>/dev/null "
+                f"| sha256sum | cut -d' ' -f1 || true")
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else ""
+
+
+def stack_digest(compose_text: str, *env_texts: str) -> str:
+    """What the running stack is made of: the compose file plus the env files' contents.
+
+    A rotated secret (an env file alone changed) must restart the containers, so it counts
+    as a change like a new compose file; the host already holds these values (0600), and
+    the digest never leaves the operator's process. `CurrentStack` computes the same over
+    the files on the host.
+
+    Example:
+        >>> stack_digest("services: {}", "A=1") == stack_digest("services: {}", "A=2")
+        False
+    """
+    return hashlib.sha256("".join((compose_text, *env_texts)).encode()).hexdigest()
 
 
 def env_file_text(mapping: dict[str, str], environ: dict[str, str] | None = None) -> str:
@@ -179,7 +202,7 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
 
     files.directory(name="Stack dir /etc/vos-stack (root only)", path=STACK_DIR,
                     user="root", group="root", mode="700", _sudo=True)
-    for name, text in (("app.env", app_env), ("migrate.env", migrate_env)):
+    for name, text in zip(ENV_FILES, (app_env, migrate_env), strict=True):
         files.put(name=f"Env file {name} (0600 root:root, from the operator's environment)",
                   src=StringIO(text), dest=f"{STACK_DIR}/{name}", user="root", group="root",
                   mode="600", _sudo=True)
@@ -191,7 +214,7 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
     door_tls(settings, public_address)
     _ship(settings, image)
 
-    digest = hashlib.sha256(compose_text.encode()).hexdigest()
+    digest = stack_digest(compose_text, app_env, migrate_env)
     if host.get_fact(CurrentStack, _sudo=True) == digest:
         return  # same image, same file: nothing to start, nothing restarted
     revision = image.rpartition(":")[2]

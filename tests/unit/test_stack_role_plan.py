@@ -7,8 +7,8 @@ compose template fails the deploy with an empty plan, i.e. nothing is started.
 from __future__ import annotations
 
 import functools
-import hashlib
 import shutil
+import subprocess
 
 import pytest
 from pyinfra.api.exceptions import DeployError
@@ -67,11 +67,42 @@ def test_first_deploy_writes_private_env_files_records_and_activates(monkeypatch
     assert "chmod 600 /etc/vos-stack/app.env" in commands
 
 
+def current_digest(monkeypatch) -> str:
+    """The digest `CurrentStack` reads on a host converged with SECRETS."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    settings = StackSettings()
+    return stack.stack_digest(stack.gated_compose(settings, IMAGE, "100.64.0.2", 443),
+                              stack.env_file_text(settings.env),
+                              stack.env_file_text(settings.migrate_env))
+
+
 def test_unchanged_redeploy_makes_no_release(monkeypatch):
-    text = stack.gated_compose(StackSettings(), IMAGE, "100.64.0.2", 443)
-    result = plan(monkeypatch, hashlib.sha256(text.encode()).hexdigest())
+    result = plan(monkeypatch, current_digest(monkeypatch))
     assert not any("vos-stack-activate abc1234" in command for command in result.commands)
     assert not any("release.json" in command for command in result.commands)
+
+
+def test_a_rotated_secret_alone_makes_a_new_release(monkeypatch):
+    converged = current_digest(monkeypatch)
+    monkeypatch.setitem(SECRETS, "VOS_DOOR_SECRETS", '{"edge": "whsec_rotated"}')
+    result = plan(monkeypatch, converged)
+    assert any("vos-stack-activate abc1234-" in command for command in result.commands)
+
+
+def test_the_fact_hashes_the_files_as_stack_digest_does(tmp_path):
+    """`CurrentStack`'s shell pipeline on real files gives `stack_digest` of their texts."""
+    texts = {"current/compose.yml": "services: {}\n", "app.env": "A=1\n",
+             "migrate.env": "B=2\n"}
+    for name, text in texts.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    command = stack.CurrentStack().command().replace(stack.STACK_DIR, str(tmp_path))
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == stack.stack_digest(*texts.values())
+    (tmp_path / "current/compose.yml").unlink()
+    empty = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    assert empty.stdout.strip() == ""
 
 
 def test_planted_public_port_fails_before_any_operation(monkeypatch, tmp_path):

@@ -10,9 +10,9 @@ What is proven here, on the converged VM (its snapshot already includes the stac
   converged VM: nothing may change there, and the test proves nothing did);
 - a burst of bad signatures gets the source banned in DOCKER-USER, the door stops answering
   it, the gate stays green with the ban in place (then the address is unbanned);
-on a throwaway VM: a release whose health check never turns green is rolled back
-automatically (the deploy fails naming the service with its last log lines; the previous one
-keeps serving). Opt-in
+- last on that VM: a release whose health check never turns green is rolled back
+  automatically (the deploy fails naming the service with its last log lines; the previous
+  one keeps serving). Opt-in
 (VOS_STAGING_BURN_DOWN=1, a second full converge): the burn-down drill — rows written, VM
 destroyed, a NEW VM from the base image, full deploy, every row still there (timed).
 
@@ -238,36 +238,6 @@ def test_static_gate_stops_planted_templates_before_anything_starts(converged_vm
         assert current_release(vm) == release, f"{name}: a release was made"
 
 
-@pytest.mark.staging_extended
-def test_unhealthy_release_is_rolled_back_and_the_previous_keeps_serving(fresh_converged_vm,
-                                                                         tmp_path, monkeypatch):
-    vm = fresh_converged_vm
-    release = current_release(vm)
-    sick = planted_template(tmp_path, "never-healthy", lambda t: t.replace(
-        "u.urlopen('http://127.0.0.1:8080/healthz', timeout=3)", "raise SystemExit(1)"))
-    result = run_stack_deploy(vm, monkeypatch, {"compose_template": str(sick),
-                                                "health_timeout_seconds": 60})
-    output = pyinfra_output(result)
-    assert result.returncode != 0, output[-3000:]
-    assert "not healthy after 60 s" in output and "vos-api-1" in output, output[-4000:]
-    assert "last log lines of vos-api-1" in output, output[-4000:]
-    assert f"rolled back: {release.removeprefix('releases/')} is serving" in output, \
-        output[-4000:]
-    assert current_release(vm) == release
-    deadline = time.monotonic() + 180
-    while True:  # the rolled-back container starts again: healthy within its start period
-        health = vm.ssh("sudo docker inspect -f '{{.State.Health.Status}}' vos-api-1",
-                        check=False).stdout.strip()
-        if health == "healthy" or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    assert health == "healthy", f"the previous release is not serving again ({health})"
-    api = subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w",
-                          "%{http_code}", f"http://{vm.mesh_address}:8080/healthz"],
-                         capture_output=True, text=True, timeout=30)
-    assert api.stdout == "200"
-
-
 def test_a_burst_of_bad_signatures_gets_the_source_banned(converged_vm, tmp_path):
     """Door → journald (vos-door) → fail2ban's door jail: 6 bad signatures from the public
     netns put its address in the jail's ban list, the ban holds (the door no longer answers
@@ -314,6 +284,40 @@ def test_a_burst_of_bad_signatures_gets_the_source_banned(converged_vm, tmp_path
                                 "/dev/null", "-w", "%{http_code}", "--data-binary", "{}", url,
                                 timeout=30)
     assert unbanned.returncode == 0, f"{source} still cannot reach the door after unbanip"
+
+
+def test_unhealthy_release_is_rolled_back_and_the_previous_keeps_serving(converged_vm,
+                                                                         tmp_path, monkeypatch):
+    """A release whose api never turns healthy: the deploy fails naming the service with its
+    last log lines, the previous release is current again and serves. Runs on the shared
+    converged VM after the tests that need it untouched (no extra boot); it leaves the VM
+    serving the original release, healthy."""
+    vm = converged_vm
+    release = current_release(vm)
+    sick = planted_template(tmp_path, "never-healthy", lambda t: t.replace(
+        "u.urlopen('http://127.0.0.1:8080/healthz', timeout=3)", "raise SystemExit(1)"))
+    result = run_stack_deploy(vm, monkeypatch, {"compose_template": str(sick),
+                                                "health_timeout_seconds": 60})
+    output = pyinfra_output(result)
+    assert result.returncode != 0, output[-3000:]
+    assert "not healthy after 60 s" in output and "vos-api-1" in output, output[-4000:]
+    assert "last log lines of vos-api-1" in output, output[-4000:]
+    assert f"rolled back: {release.removeprefix('releases/')} is serving" in output, \
+        output[-4000:]
+    assert current_release(vm) == release
+    deadline = time.monotonic() + 180
+    while True:  # the rolled-back container starts again: healthy within its start period
+        health = vm.ssh("sudo docker inspect -f '{{.State.Health.Status}}' vos-api-1",
+                        check=False).stdout.strip()
+        if health == "healthy" or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert health == "healthy", f"the previous release is not serving again ({health})"
+    api = subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w",
+                          "%{http_code}", f"http://{vm.mesh_address}:8080/healthz"],
+                         capture_output=True, text=True, timeout=30)
+    assert api.stdout == "200"
+    vm.wait_for_stack()  # the tests after this one find the stack as they expect it
 
 
 # ------------------------------------------------------------------ burn-down (last)

@@ -36,7 +36,8 @@ Environment knobs: ``VOS_STAGING_BOOT_TIMEOUT`` (default 240 s), ``VOS_IMAGE_CAC
 ``VOS_STAGING_CONVERGE_DEPLOY`` (default ``deploys/full.py``; e.g. ``deploys/mesh.py``),
 ``VOS_STAGING_KEEP_LOGS=1`` keeps the session's state dir (console logs, pyinfra output),
 ``VOS_STAGING_REUSE_LAB=/tmp/mine`` (iteration only) runs against a lab you brought up and
-converged with ``VOS_STAGING_DIR=/tmp/mine vos staging up --deploy``, and keeps it.
+converged with ``VOS_STAGING_DIR=/tmp/mine vos staging up --deploy``, and keeps it; one run
+per lab (the run freezes the converged disk and stops that VM).
 """
 
 from __future__ import annotations
@@ -238,6 +239,12 @@ def staging_lab() -> Iterator[Lab]:
     reuse = os.environ.get("VOS_STAGING_REUSE_LAB")
     if reuse:  # iteration only: a lab you brought up (and converged) yourself; kept after
         lab = Lab(Path(reuse))
+        record = lab.state.vms.get(lab.state.active_vm or "") if lab.exists() else None
+        if record is None or not pid_alive(record.pid):
+            # `up` would destroy and re-create it (and the frozen converged disk with it)
+            pytest.fail(f"VOS_STAGING_REUSE_LAB: no VM runs in {reuse} (a reuse run freezes "
+                        "the converged VM's disk and stops it, so a lab serves one run); bring "
+                        f"one up again: VOS_STAGING_DIR={reuse} vos staging up --deploy")
         lab.up()
         yield lab
         return

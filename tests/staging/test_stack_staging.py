@@ -323,12 +323,12 @@ def test_unhealthy_release_is_rolled_back_and_the_previous_keeps_serving(converg
 # ------------------------------------------------------------------ burn-down (last)
 @pytest.mark.staging_last
 @pytest.mark.skipif(os.environ.get("VOS_STAGING_BURN_DOWN") != "1", reason=(
-    "the burn-down drill costs a second full converge (~25-30 min under TCG): opt in with "
+    "the burn-down drill costs a second full converge (~12 min under TCG, measured): opt in with "
     "VOS_STAGING_BURN_DOWN=1 (kept out of the default run to hold CI's time budget)"))
 def test_burn_down_drill_every_row_survives_a_new_vm(converged_vm, tmp_path):
     """Rows written, `destroy`, `up` (a NEW VM from the base image), full deploy, rows back.
 
-    Costs one more full converge (~25-30 min under TCG). Prints the timing.
+    Costs one more full converge (~12 min under TCG, 2026-11-25). Prints the timing (-s).
     """
     lab = converged_vm.lab
     tenant = bind_door_source(converged_vm)

@@ -148,3 +148,19 @@ def test_cli_status_without_a_vm_exits_non_zero(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )
     assert result.returncode == 3 and "False" in result.stdout
+
+
+def test_guest_panic_is_read_from_the_console_log(tmp_path):
+    """What `Lab.boot` retries once: the panic line as QEMU's serial console recorded it
+    (the excerpt is the TCG boot that died on 2026-11-25)."""
+    from staging.lab import guest_panic
+
+    console = tmp_path / "primary.console.log"
+    console.write_text(
+        "[   18.730134] RIP: 0010:kmem_cache_free+0x103/0x440\n"
+        "[   18.730372] Kernel panic - not syncing: Fatal exception in interrupt\n"
+        "[   18.731530] Kernel Offset: 0x12800000 from 0xffffffff81000000\n")
+    assert guest_panic(console) == "Kernel panic - not syncing: Fatal exception in interrupt"
+    console.write_text("[  OK  ] Reached target multi-user.target\nvos-staging login:\n")
+    assert guest_panic(console) is None
+    assert guest_panic(tmp_path / "missing.log") is None

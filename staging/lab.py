@@ -94,8 +94,7 @@ class Lab:
         """
         if self.exists():
             state = self.state
-            record = state.vms.get(state.active_vm or "")
-            if record and mesh.pid_alive(record.pid) and self._networks_present(state):
+            if self.running_vm() and self._networks_present(state):
                 progress(f"up: reusing the running VM in {self.state_dir}")
                 self.managed_db().ensure()
                 return state
@@ -302,6 +301,14 @@ Host staging-*
             state.active_vm = None
         state.save()
 
+    def running_vm(self) -> str | None:
+        """The active VM's name while its QEMU lives; None when none runs (or no lab)."""
+        if not self.exists():
+            return None
+        state = self.state
+        record = state.vms.get(state.active_vm or "")
+        return record.name if record and mesh.pid_alive(record.pid) else None
+
     def activate(self, name: str, backing: Path, timeout: float | None = None) -> VmRecord:
         """Make VM `name` the running one: keep it if it runs, else power-cut whichever VM
         runs now and boot `name` from a NEW overlay on `backing`.
@@ -311,9 +318,8 @@ Host staging-*
         rejects its handshakes as replays.)
         """
         state = self.state
-        record = state.vms.get(name)
-        if state.active_vm == name and record and mesh.pid_alive(record.pid):
-            return record
+        if self.running_vm() == name:
+            return state.vms[name]
         for other in list(state.vms):
             self.remove_vm(other)
         return self.boot(name, backing=backing, timeout=timeout)
@@ -431,7 +437,7 @@ Host staging-*
         state = self.state
         layout = state.layout
         record = state.vms.get(state.active_vm or "")
-        running = bool(record and mesh.pid_alive(record.pid))
+        running = self.running_vm() is not None
         return {
             "state_dir": str(self.state_dir),
             "up": running,

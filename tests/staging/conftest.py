@@ -55,7 +55,6 @@ import testinfra
 
 from staging.lab import INVENTORY, PRIMARY, Lab, remove_state_dir
 from staging.managed_db import ManagedDb
-from staging.mesh import pid_alive
 from staging.state import REPO_ROOT, temporary_state_dir
 
 CONVERGED = "converged"
@@ -89,9 +88,7 @@ class StagingVm:
     def activate(self) -> StagingVm:
         """Make sure this VM is the one running (boots it when another one ran meanwhile);
         after a boot, wait for the app stack (if any) to be healthy."""
-        state = self.lab.state
-        record = state.vms.get(self.name)
-        running = state.active_vm == self.name and record is not None and pid_alive(record.pid)
+        running = self.lab.running_vm() == self.name
         self.lab.activate(self.name, self.backing)
         if not running:
             self.wait_for_stack()
@@ -239,8 +236,7 @@ def staging_lab() -> Iterator[Lab]:
     reuse = os.environ.get("VOS_STAGING_REUSE_LAB")
     if reuse:  # iteration only: a lab you brought up (and converged) yourself; kept after
         lab = Lab(Path(reuse))
-        record = lab.state.vms.get(lab.state.active_vm or "") if lab.exists() else None
-        if record is None or not pid_alive(record.pid):
+        if lab.running_vm() is None:
             # `up` would destroy and re-create it (and the frozen converged disk with it)
             pytest.fail(f"VOS_STAGING_REUSE_LAB: no VM runs in {reuse} (a reuse run freezes "
                         "the converged VM's disk and stops it, so a lab serves one run); bring "

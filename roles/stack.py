@@ -216,7 +216,7 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
 
     digest = stack_digest(compose_text, app_env, migrate_env)
     if host.get_fact(CurrentStack, _sudo=True) == digest:
-        return  # same image, same file: nothing to start, nothing restarted
+        return  # same image, compose file and env files: nothing to start or restart
     revision = image.rpartition(":")[2]
     now = datetime.now(UTC)
     release = Release(new_release_id(revision, now), image, revision,

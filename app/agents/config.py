@@ -1,33 +1,100 @@
 """Deployments and the default chain, validated before anything connects.
 
-The operator describes providers as data (JSON, e.g. in the env file as
-`VOS_AGENTS_CONFIG`); keys are referenced by the *name* of an environment variable and
+The operator describes providers as data: the agents file (`app.agents.spec.AgentsFile`
+extends `WorkforceConfig`; YAML or JSON, see examples/agents.yaml); keys are referenced by
+the *name* of an environment variable (a value that looks like a key is refused) and
 resolved from the mapping the caller passes in (the CLI passes `os.environ`), so no key ever
 sits in the config itself.
 
 Example:
     >>> cfg = WorkforceConfig.model_validate({"deployments": [
-    ...     {"name": "local", "provider": "ollama", "base_url": "http://127.0.0.1:11434/v1",
+    ...     {"name": "local", "provider": "ollama", "base_url": "http://127.0.0.1:11434",
     ...      "model": "llama3.1:8b", "context_window": 8192}]})
     >>> cfg.default_chain
     ['local']
 """
 
+import re
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from app.agents.prefix import ToolSpec
 from app.agents.providers import build_provider
 from app.agents.router import Accounting, Deployment, RetryPolicy, Router
 from app.agents.sanitize import PII_PATTERNS, Sanitizer
 
+# An environment variable NAME; anything else (a pasted key above all) is refused.
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+# What a key looks like rather than a name: a known key prefix, or a long run of letters and
+# digits with no underscore (names are words joined by `_`; keys are random strings).
+_KEY_LIKE = re.compile(r"^(sk-|sk_|pk-|rk-|xox|ghp_|gho_|glpat-|AKIA|AIza|ya29\.)|"
+                       r"[A-Za-z0-9]{20,}")
+
+# Provider kinds that need no key: a local Ollama, native API or its OpenAI-compatible /v1.
+KEYLESS_PROVIDERS = ("ollama", "ollama-openai")
+
+
+def check_env_name(value: str | None) -> str | None:
+    """`value` if it is an environment variable NAME; ValueError if it looks like a key or is
+    not a name. The message never repeats the value: it may be a real key pasted by mistake.
+
+    Example:
+        >>> check_env_name("ANTHROPIC_API_KEY")
+        'ANTHROPIC_API_KEY'
+    """
+    if value is None:
+        return None
+    if _KEY_LIKE.search(value):
+        raise ValueError("looks like an API key, not the NAME of an environment variable; put "
+                         "the key in the environment and write its variable name here (e.g. "
+                         "ANTHROPIC_API_KEY)")
+    if not _ENV_NAME.match(value):
+        raise ValueError("must be an environment variable name: A-Z, 0-9 and _, not starting "
+                         "with a digit, at most 64 characters")
+    return value
+
+
+def price_provider(kind: str) -> str:
+    """The `model_prices.provider` a deployment of this provider kind is priced under: both
+    Ollama kinds are one provider (same models, same $0 list price).
+
+    Example:
+        >>> price_provider("ollama-openai"), price_provider("anthropic")
+        ('ollama', 'anthropic')
+    """
+    return "ollama" if kind in KEYLESS_PROVIDERS else kind
+
+
+class PriceOverride(BaseModel):
+    """A deployment's own price (USD per million tokens), used instead of the built-in list
+    price: `vos agents apply` writes it as a new model_prices version when it differs from
+    the one in force. Cache prices default to the input price (no discount assumed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: Decimal = Field(ge=0, le=100_000)
+    output_per_mtok: Decimal = Field(ge=0, le=100_000)
+    cache_read_per_mtok: Decimal | None = Field(default=None, ge=0, le=100_000)
+    cache_write_per_mtok: Decimal | None = Field(default=None, ge=0, le=100_000)
+
+    def resolved(self) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """(input, output, cache read, cache write), the cache ones defaulted."""
+        read = self.input_per_mtok if self.cache_read_per_mtok is None else \
+            self.cache_read_per_mtok
+        write = self.input_per_mtok if self.cache_write_per_mtok is None else \
+            self.cache_write_per_mtok
+        return self.input_per_mtok, self.output_per_mtok, read, write
+
 
 class DeploymentConfig(BaseModel):
     """One model at one provider."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    provider: Literal["anthropic", "openai", "openrouter", "ollama"]
+    provider: Literal["anthropic", "openai", "openrouter", "ollama", "ollama-openai"]
     base_url: HttpUrl
     model: str = Field(min_length=1)
     context_window: int = Field(gt=0)
@@ -36,10 +103,15 @@ class DeploymentConfig(BaseModel):
         default=None, description="name of the environment variable holding the key")
     stream: bool = False
     timeout_seconds: float = Field(default=60, gt=0, le=600)
+    prices: PriceOverride | None = None
+
+    _key_name = field_validator("api_key_env")(lambda v: check_env_name(v))
 
 
 class ToolConfig(BaseModel):
     """A tool definition that is part of every agent's stable (cached) prefix."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str
@@ -48,7 +120,10 @@ class ToolConfig(BaseModel):
 
 class WorkforceConfig(BaseModel):
     """All deployments, the chain agents use unless their model_preferences say otherwise,
-    the retry policy, the PII patterns to redact, and the shared system prompt and tools."""
+    the retry policy, the PII patterns to redact, and the shared system prompt and tools.
+    A key it does not know is an error (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     deployments: list[DeploymentConfig] = Field(min_length=1)
     system_prompt: str = "You are an agent of the Agent VOS. Answer from the context given."
@@ -56,7 +131,7 @@ class WorkforceConfig(BaseModel):
     default_chain: list[str] = Field(default_factory=list)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     pii: list[str] = Field(default_factory=lambda: ["email"])
-    retrieval_token_budget: int = Field(default=600, ge=0, le=100_000)
+    retrieval_token_budget: int = Field(default=1000, ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _chain_names_exist(self) -> "WorkforceConfig":
@@ -95,7 +170,7 @@ def build_router(config: WorkforceConfig, accounting: Accounting,
             if not key:
                 raise ValueError(f"deployment {d.name!r} needs its API key: set the "
                                  f"environment variable {d.api_key_env}")
-        elif d.provider != "ollama":
+        elif d.provider not in KEYLESS_PROVIDERS:
             raise ValueError(f"deployment {d.name!r} ({d.provider}) has no api_key_env; name "
                              "the environment variable that holds its key")
         provider = build_provider(d.provider, str(d.base_url).rstrip("/"), key,

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import ipaddress
+import signal
 from typing import Annotated
 
 import typer
@@ -100,16 +101,23 @@ def dev(
                    err=True)
         raise typer.Exit(2)
     stack = DevStack(_settings(), tenant, app_password_env, say=typer.echo)
+    # SIGTERM (a service manager, `timeout`, `kill`) stops everything like Ctrl-C, also while
+    # starting: the embedded Postgres must never outlive `vos dev`
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
+        stack.serve(host, port)
+    except KeyboardInterrupt:
+        pass
     except Exception as exc:  # each part's error says what it was; the CLI adds what to do
-        stack.stop()
         typer.echo(f"error: vos dev could not start: {exc}", err=True)
         raise typer.Exit(1) from None
-    try:
-        stack.serve(host, port)
     finally:
         stack.stop()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def register(cli: typer.Typer) -> None:

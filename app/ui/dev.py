@@ -1,14 +1,19 @@
-"""`vos dev`'s parts: demo data shaped like the seed, and agents that work tasks through the
-fake providers, so the whole Command Center runs on one laptop in one command.
+"""`vos dev`'s parts: the demo workforce built from the reference agents file
+(`examples/agents.yaml`), and agents that work tasks through the fake providers, so the whole
+Command Center runs on one laptop in one command.
 
-- `demo_router(fleet, pool)`: the router over the fake Anthropic/OpenAI/OpenRouter/Ollama
-  servers, with the ledger's Postgres accounting (every attempt is a real ledger row).
+- `demo_spec(fleet)`: the agents file with every deployment's base_url pointed at the local
+  fake of its provider kind (the fakes accept one made-up key, given under every api_key_env).
+- `demo_router(fleet, pool)`: the router the worker builds from that file
+  (`app.agents.config.build_router`), with the ledger's Postgres accounting (every attempt is
+  a real ledger row).
 - `demo_workforce(fleet, pool)`: the workforce (`app.agents.workforce.Workforce`) over that
   router; its `handle` is the dispatch worker's handler (persona, chain, budget, ledger), and
   the worker then moves the task Active → Review.
-- `seed_demo(pool, tenant_id, runner)`: an orchestrator with a marketing lead, a creative and
-  a CTO agent, a dozen tasks across the four columns (moved through the real status
-  machine), and a few agent calls. Does nothing when the tenant already has agents.
+- `seed_demo(pool, tenant_id, runner)`: applies the agents file to the tenant through
+  `vos agents apply`'s code (an orchestrator with a marketing lead, a creative and a CTO), then,
+  if the tenant has no tasks yet, a dozen tasks across the four columns (moved through the
+  real status machine) and a few agent calls.
 
 Example:
     fleet = start_fake_fleet()
@@ -20,21 +25,27 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from app.agents.apply import apply_agents_file
+from app.agents.config import build_router, tool_specs
 from app.agents.fakes import FakeProviderServer
-from app.agents.ledger import PostgresAccounting, seed_prices
-from app.agents.providers import build_provider
-from app.agents.router import Deployment, RetryPolicy, Router
+from app.agents.ledger import PostgresAccounting
+from app.agents.router import Router
+from app.agents.spec import AgentsFile, load_agents_file
 from app.agents.workforce import Workforce
 from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.status import Status
 
-# Long enough (> 1,024 tokens) that providers cache it: the demo's cost tracker then shows
-# real cache reads from the fakes, as a production handbook would.
+DEMO_AGENTS_FILE = Path(__file__).resolve().parents[2] / "examples" / "agents.yaml"
+
+# The demo appends its operating handbook to the file's system prompt: long enough
+# (> 1,024 tokens) that providers cache it, so the demo's cost tracker shows real cache reads
+# from the fakes, as a production handbook would.
 HANDBOOK_RULES = (
     "Work only the task you are given and say what you did in two sentences.",
     "Flag anything a human must review before it ships, and why.",
@@ -45,20 +56,59 @@ HANDBOOK_RULES = (
     "Keep the brand voice: plain words, short sentences, no hype.",
     "Estimate cost before expensive work and stop when the budget says so.",
 )
-SYSTEM_PROMPT = "You are an agent of the Agent VOS workforce. Operating handbook: " + " ".join(
+HANDBOOK = "Operating handbook: " + " ".join(
     f"Rule {n}.{i}: {rule}" for n in range(1, 9) for i, rule in enumerate(HANDBOOK_RULES, 1))
 
-# (name, role, manager, model chain, budget USD, persona)
-DEMO_AGENTS: tuple[tuple[str, str, str | None, list[str], int, str], ...] = (
-    ("Orchestrator", "Orchestrator", None, ["sonnet", "gpt"], 50,
-     "You split goals into tasks and route them to the right lead."),
-    ("Marketing Lead", "Lead · marketing", "Orchestrator", ["gpt", "openrouter"], 20,
-     "You own launch messaging and the content calendar."),
-    ("Creative", "Specialist · copy and visuals", "Marketing Lead", ["openrouter", "ollama"], 10,
-     "You write copy and brief visuals in the brand voice."),
-    ("CTO", "Lead · engineering", "Orchestrator", ["sonnet", "ollama"], 30,
-     "You own the platform: hardening, deploys, the mesh and the database."),
-)
+# Which fake serves which provider kind, and which of its URLs that kind wants.
+_FAKE_FOR_KIND: dict[str, tuple[str, str]] = {
+    "anthropic": ("anthropic", "base_url"),
+    "openai": ("openai", "base_url"),
+    "openrouter": ("openrouter", "base_url"),
+    "ollama": ("ollama", "base_url"),
+    "ollama-openai": ("ollama", "openai_base_url"),
+}
+
+
+def demo_spec(fleet: dict[str, FakeProviderServer],
+              path: Path = DEMO_AGENTS_FILE) -> AgentsFile:
+    """The agents file with each deployment (and the embedding) aimed at its local fake.
+
+    Example:
+        demo_spec(start_fake_fleet()).deployments[0].base_url   # http://127.0.0.1:…/
+    """
+    spec = load_agents_file(path)
+    deployments = []
+    for d in spec.deployments:
+        fake, attr = _FAKE_FOR_KIND[d.provider]
+        deployments.append(d.model_copy(update={"base_url": getattr(fleet[fake], attr)}))
+    update: dict[str, Any] = {"deployments": deployments}
+    if spec.embedding is not None:
+        fake, attr = _FAKE_FOR_KIND[spec.embedding.provider]
+        update["embedding"] = spec.embedding.model_copy(
+            update={"base_url": getattr(fleet[fake], attr)})
+    # model_copy skips validation: the URLs are the fakes' own, and the rest was validated
+    return spec.model_copy(update=update)
+
+
+def demo_router(fleet: dict[str, FakeProviderServer], pool: ConnectionPool,
+                api_key: str = "fake-key") -> Router:
+    """The router `vos agents work` would build from the demo file, over the fake fleet
+    (`app.agents.fakes.start_fake_fleet`), ledger in Postgres."""
+    spec = demo_spec(fleet)
+    environ = {d.api_key_env: api_key for d in spec.deployments if d.api_key_env}
+    return build_router(spec, PostgresAccounting(pool), environ)
+
+
+def demo_workforce(fleet: dict[str, FakeProviderServer], pool: ConnectionPool) -> Workforce:
+    """The workforce handler (`app.agents.workforce`) over the fake fleet.
+
+    Example:
+        Worker(pool, "dev/agents", demo_workforce(fleet, pool).handle).run_once(tenant_id)
+    """
+    spec = demo_spec(fleet)
+    return Workforce(pool, demo_router(fleet, pool), f"{spec.system_prompt} {HANDBOOK}",
+                     tool_specs(spec), spec.retrieval_token_budget)
+
 
 # (title, priority, assignee, where it ends up). "work" = moved to Active and worked by an
 # agent through the fake providers, which lands it in Review with a ledger row.
@@ -85,34 +135,10 @@ PATH_TO: dict[str, tuple[Status, ...]] = {
 }
 
 
-def demo_router(fleet: dict[str, FakeProviderServer], pool: ConnectionPool,
-                api_key: str = "fake-key") -> Router:
-    """A router over the fake fleet (`app.agents.fakes.start_fake_fleet`), ledger in Postgres."""
-    def provider(name: str):
-        return build_provider(name, fleet[name].base_url, api_key)
-
-    deployments = [
-        Deployment("sonnet", provider("anthropic"), "claude-sonnet-4-6", 200_000, 200),
-        Deployment("gpt", provider("openai"), "gpt-4.1", 1_000_000, 200),
-        Deployment("openrouter", provider("openrouter"), "openai/gpt-4.1-mini", 1_000_000, 200),
-        Deployment("ollama", provider("ollama"), "llama3.1:8b", 128_000, 200),
-    ]
-    return Router(deployments, PostgresAccounting(pool),
-                  policy=RetryPolicy(max_attempts=2, base_delay=0.05))
-
-
-def demo_workforce(fleet: dict[str, FakeProviderServer], pool: ConnectionPool) -> Workforce:
-    """The workforce handler (`app.agents.workforce`) over the fake fleet.
-
-    Example:
-        Worker(pool, "dev/agents", demo_workforce(fleet, pool).handle).run_once(tenant_id)
-    """
-    return Workforce(pool, demo_router(fleet, pool), system_prompt=SYSTEM_PROMPT)
-
-
 def orchestrated(pool: ConnectionPool, handle: Callable[[dict], dict]) -> Callable[[dict], dict]:
-    """Wrap a workforce handler so an unassigned task goes to the orchestrator (the agent
-    without a manager) first, through the dispatch engine's assign step, instead of failing.
+    """Wrap a workforce handler so an unassigned task goes to the orchestrator (the file's
+    `orchestrator: true` agent, else the agent without a manager) first, through the
+    dispatch engine's assign step, instead of failing.
 
     Example:
         handler = orchestrated(pool, demo_workforce(fleet, pool).handle)
@@ -120,8 +146,10 @@ def orchestrated(pool: ConnectionPool, handle: Callable[[dict], dict]) -> Callab
     def handler(task: dict) -> dict:
         if task.get("assignee_id") is None:
             with tenant_transaction(pool, task["tenant_id"], actor="vos-dev") as conn:
-                root = conn.execute("SELECT id FROM agents WHERE manager_id IS NULL "
-                                    "ORDER BY created_at LIMIT 1").fetchone()
+                root = conn.execute(
+                    "SELECT id FROM agents WHERE retired_at IS NULL "
+                    "AND (is_orchestrator OR manager_id IS NULL) "
+                    "ORDER BY is_orchestrator DESC, created_at LIMIT 1").fetchone()
                 if root is not None:
                     task = repo.assign_task(conn, task["id"], root["id"])
         return handle(task)
@@ -144,9 +172,9 @@ def run_dev_worker(pool: ConnectionPool, tenant_id: uuid.UUID, handler: Callable
 
 
 def seed_demo(pool: ConnectionPool, tenant_id: uuid.UUID, work: Callable[[dict], Any],
-              say: Callable[[str], None] = print) -> bool:
-    """Fill an empty tenant with the demo workforce; False (and nothing written) if it has
-    agents already.
+              say: Callable[[str], None] = print, agents_file: Path = DEMO_AGENTS_FILE) -> bool:
+    """Apply the demo agents file (every run: it is idempotent), then fill a tenant that has
+    no tasks yet with the demo tasks; False (and no task written) if it has tasks already.
 
     Order matters because a worker takes the most urgent Active task: the tasks that stay
     Active are claimed first by a long-lease "in progress" claim (shown as working), then the
@@ -154,17 +182,16 @@ def seed_demo(pool: ConnectionPool, tenant_id: uuid.UUID, work: Callable[[dict],
     """
     from app.dispatch.worker import Worker, claim_next
 
+    say(f"demo agents: applying {agents_file.name}")
+    result = apply_agents_file(pool, tenant_id, load_agents_file(agents_file), actor="vos-dev")
+    for line in result.report().splitlines():
+        say(f"  {line}")
     with tenant_transaction(pool, tenant_id, actor="vos-dev") as conn:
-        if conn.execute("SELECT 1 FROM agents LIMIT 1").fetchone():
+        if conn.execute("SELECT 1 FROM tasks LIMIT 1").fetchone():
             return False
-        say("demo data: price list, 4 agents, 12 tasks")
-        seed_prices(conn, tenant_id)
-        ids: dict[str, uuid.UUID] = {}
-        for name, role, manager, chain, budget, persona in DEMO_AGENTS:
-            ids[name] = repo.create_agent(
-                conn, tenant_id, name=name, role=role, persona=persona,
-                manager_id=ids.get(manager) if manager else None,
-                model_preferences={"chain": chain}, budget_usd=budget)["id"]
+        ids = {r["name"]: r["id"] for r in conn.execute(
+            "SELECT id, name FROM agents WHERE retired_at IS NULL").fetchall()}
+    say(f"demo data: {len(DEMO_TASKS)} tasks")
     for phase in ("Active", "work", "rest"):
         with tenant_transaction(pool, tenant_id, actor="vos-dev") as conn:
             for title, priority, assignee, end in DEMO_TASKS:

@@ -1,5 +1,6 @@
-"""The stack `vos dev` runs: Postgres, fake providers, demo tenant and operator, an agent
-worker, and the API app with the Command Center, all on loopback.
+"""The stack `vos dev` runs: Postgres, fake providers, demo tenant and operator, the demo
+agents applied from `examples/agents.yaml`, an agent worker, and the API app with the Command
+Center, all on loopback.
 
 Example:
     stack = DevStack(Settings(), "demo", "VOS_APP_PASSWORD")
@@ -101,9 +102,9 @@ class DevStack:
         self.pool = open_pool(app_dsn, min_size=2, max_size=8, name="vos-dev")
         self.pool.wait(timeout=30)
         runner = demo_workforce(self.fleet, self.pool).handle
-        self.say("step 4/5: demo data")
+        self.say("step 4/5: demo agents (examples/agents.yaml) and data")
         if not seed_demo(self.pool, self.tenant_id, runner, say=self.say):
-            self.say("  the tenant has agents already: kept as it is")
+            self.say("  the tenant has tasks already: kept as it is")
         self._worker_thread = threading.Thread(
             target=run_dev_worker,
             args=(self.pool, self.tenant_id, orchestrated(self.pool, runner), self._stop_worker),
@@ -112,13 +113,17 @@ class DevStack:
         self.app = create_api_app(self.pool)
 
     def serve(self, host: str, port: int) -> None:
-        """Serve until interrupted; prints the URL that signs the browser in."""
+        """Serve until interrupted; prints the sign-in URL and, separately, the token."""
         base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.say("step 5/5: serving the API and the Command Center")
-        self.say(f"\nCommand Center: {base}/ui/login#{self.token}\n"
-                 "(the token after # signs you in; it never reaches the server's logs)\n"
+        # no sign-in link: the operator pastes the token on our page (no cross-site sign-in)
+        self.say(f"\nCommand Center: {base}/ui/login\n"
+                 f"Operator token (paste it into the sign-in form): {self.token}\n"
                  "Move a task to Active: an agent works it through the fake providers, the "
                  "feed shows it, costs update.\nCtrl-C stops everything.")
+        from app.dispatch.api import allow_hosts, api_allowed_hosts
+
+        allow_hosts(self.app, api_allowed_hosts(host))  # the bind address, besides loopback
         uvicorn.run(self.app, host=host, port=port, log_level="warning", server_header=False)
 
     def stop(self) -> None:

@@ -2,6 +2,7 @@
 
 Example:
     vos fake-providers --base-port 18000 --script anthropic=429:2,529
+    vos agents apply examples/agents.yaml --tenant acme --dry-run
     vos agents sanitize < runbook.md
 """
 
@@ -13,7 +14,10 @@ from typing import Annotated
 
 import typer
 
-agents_app = typer.Typer(help="The agent workforce: work tasks, sanitizer, price table.",
+from app import jsonlog
+
+agents_app = typer.Typer(help="The agent workforce: agents as code (apply, list, show), work "
+                              "tasks, sanitizer, price table.",
                          no_args_is_help=True)
 
 
@@ -68,14 +72,18 @@ def sanitize(
 
     A count per kind goes to stderr, so you can check a document before ingesting it.
     """
-    from app.agents.sanitize import Sanitizer
+    from app.agents.sanitize import Sanitizer, SanitizerError
 
     try:
         sanitizer = Sanitizer(pii=tuple(pii) if pii is not None else ("email",))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    result = sanitizer.redact(sys.stdin.read())
+    try:
+        result = sanitizer.redact(sys.stdin.read())
+    except SanitizerError as exc:  # fail closed: print nothing of the input
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     sys.stdout.write(result.text)
     summary = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items())) or "nothing"
     typer.echo(f"redacted: {summary}", err=True)
@@ -83,14 +91,21 @@ def sanitize(
 
 @agents_app.command("work")
 def work(
-    tenant: Annotated[list[str], typer.Option(help="tenant UUID to serve (repeatable)")],
+    tenant: Annotated[list[str], typer.Option(
+        help="tenant to serve, slug or UUID (repeatable)")],
     config: Annotated[str, typer.Option(
-        help="workforce config: a JSON file path (deployments, default_chain, retry, pii, "
-             "system_prompt, tools); API keys are named by env var, never written in it")],
+        help="the agents file (YAML or JSON, see examples/agents.yaml): its deployments, "
+             "default_chain, retry, pii, system_prompt, tools and worker policy; API keys are "
+             "named by env var, never written in it")],
     worker_id: Annotated[str | None, typer.Option(
         "--id", help="this worker's name in claims and events (default: host/pid)")] = None,
     drain: Annotated[bool, typer.Option(help="stop when every queue is empty")] = False,
-    idle_seconds: Annotated[float, typer.Option(help="poll interval when idle", min=0.05)] = 1.0,
+    idle_seconds: Annotated[float | None, typer.Option(
+        help="poll interval when idle (default: the file's worker.idle_seconds)",
+        min=0.05)] = None,
+    heartbeat_file: Annotated[str | None, typer.Option(
+        help="a file touched on every loop and while a call runs (a container's health check "
+             "reads its age; default: the file's worker.heartbeat_file)")] = None,
 ) -> None:
     """Work Active tasks with their assigned agents (DATABASE_URL as vos_app).
 
@@ -99,38 +114,43 @@ def work(
     """
     import os
     import socket
-    import uuid
-    from pathlib import Path
 
-    from pydantic import ValidationError
-
-    from app.agents.config import WorkforceConfig, build_router, tool_specs
+    from app.agents.config import build_router, tool_specs
     from app.agents.ledger import PostgresAccounting
+    from app.agents.spec import AgentsFileError, load_agents_file
     from app.agents.workforce import Workforce
     from app.db import assert_app_role_is_confined, open_pool
     from app.dispatch.worker import Worker
     from app.main import database
 
     try:
-        tenant_ids = [uuid.UUID(t) for t in tenant]
-        cfg = WorkforceConfig.model_validate_json(Path(config).read_text())
-    except (ValueError, OSError, ValidationError) as exc:
-        typer.echo(f"error: {exc}\n(--tenant takes UUIDs; --config a readable JSON file)",
-                   err=True)
+        cfg = load_agents_file(config)
+    except AgentsFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    policy = cfg.worker
+    if heartbeat_file is not None:
+        policy = policy.model_copy(update={"heartbeat_file": heartbeat_file})
+    idle = idle_seconds if idle_seconds is not None else policy.idle_seconds
     settings = _load_settings()
     name = worker_id or f"{socket.gethostname()}/{os.getpid()}"
+    jsonlog.configure()  # claims, failures, reaps: one JSON line each (journald in the stack)
     with database(settings) as dsn:
-        pool = open_pool(dsn, max_size=4, timeout=settings.db_timeout_seconds,
+        # a worker starts with its stack, maybe before Postgres answers: wait (bounded)
+        tenant_ids = [until_database_answers(lambda t=t: _tenant_or_exit(dsn, t))
+                      for t in tenant]
+        # not a request path: a pooled connection may take longer than the API's bound
+        pool = open_pool(dsn, max_size=4, timeout=max(settings.db_timeout_seconds, 10),
                          name="vos-agents")
         try:
-            assert_app_role_is_confined(pool)
+            until_database_answers(lambda: assert_app_role_is_confined(pool))
             router = build_router(cfg, PostgresAccounting(pool), dict(os.environ))
             workforce = Workforce(pool, router, cfg.system_prompt, tool_specs(cfg),
                                   cfg.retrieval_token_budget)
-            worker = Worker(pool, name, workforce.handle)
+            # unassigned work (the door's) goes to the orchestrator; the file paces failures
+            worker = Worker(pool, name, workforce.handle, policy=policy, route_unassigned=True)
             if not drain:
-                worker.serve(tenant_ids, idle_seconds=idle_seconds)
+                worker.serve(tenant_ids, idle_seconds=idle)
                 return
             worked = worker.drain(tenant_ids)
             typer.echo(f"worked {worked} task(s)")
@@ -139,6 +159,168 @@ def work(
             raise typer.Exit(2) from None
         finally:
             pool.close()
+
+
+@agents_app.command("apply")
+def apply(
+    file: Annotated[str, typer.Argument(help="the agents file (YAML or JSON)")],
+    tenant: Annotated[str, typer.Option(help="tenant slug (or UUID)")],
+    dry_run: Annotated[bool, typer.Option(
+        help="print the diff and write nothing (the same transaction, rolled back)")] = False,
+    create_tenant: Annotated[bool, typer.Option(
+        help="create the tenant if it does not exist (owner DATABASE_URL; for deploys)")] =
+        False,
+) -> None:
+    """Converge the tenant's agents and prices to FILE, printing the diff (DATABASE_URL).
+
+    Creates agents, updates what changed, retires (never deletes) agents no longer in the
+    file; adds a price version only when a deployment's `prices:` differ from the one in
+    force. Idempotent: a second apply prints "no changes" and writes nothing. A bad file
+    exits 2 with every problem (field and line) and writes nothing.
+    """
+    from app.agents.apply import apply_agents_file
+    from app.agents.spec import AgentsFileError, load_agents_file
+    from app.db import open_pool
+
+    try:
+        spec = load_agents_file(file)
+    except AgentsFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings = _load_settings()
+    dsn = _dsn_or_exit(settings)
+    tenant_id = _tenant_or_exit(dsn, tenant, create=create_tenant and not dry_run)
+    pool = open_pool(dsn, max_size=1, timeout=settings.db_timeout_seconds, name="vos-apply")
+    try:
+        result = apply_agents_file(pool, tenant_id, spec, dry_run=dry_run)
+    except Exception as exc:  # a database refusal: say it, nothing was written
+        typer.echo(f"error: apply failed, nothing written: {type(exc).__name__}: {exc}",
+                   err=True)
+        raise typer.Exit(1) from None
+    finally:
+        pool.close()
+    typer.echo(("dry run, nothing written:\n" if dry_run else "") + result.report())
+
+
+@agents_app.command("list")
+def list_command(
+    tenant: Annotated[str, typer.Option(help="tenant slug (or UUID)")],
+    retired: Annotated[bool, typer.Option(help="include retired agents")] = True,
+) -> None:
+    """The tenant's agents: name, role, manager, chain, budget/period, spent, retired."""
+    rows = _agents_or_exit(tenant)
+    typer.echo(f"{'name':<20} {'role':<24} {'manager':<16} {'chain':<24} {'budget':>16} "
+               f"{'spent':>10}  retired")
+    for r in rows:
+        if r["retired_at"] is not None and not retired:
+            continue
+        chain = ",".join((r["model_preferences"] or {}).get("chain") or []) or "(default)"
+        typer.echo(f"{r['name'][:20]:<20} {r['role'][:24]:<24} {(r['manager'] or '-')[:16]:<16} "
+                   f"{chain[:24]:<24} {_money(r['budget_usd']) + '/' + r['budget_period']:>16} "
+                   f"{_money(r['spent_usd']):>10}  "
+                   f"{r['retired_at'].date().isoformat() if r['retired_at'] else '-'}")
+
+
+@agents_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="the agent's name")],
+    tenant: Annotated[str, typer.Option(help="tenant slug (or UUID)")],
+) -> None:
+    """One agent in full: persona, chain, tools, budget, spend, orchestrator, retired."""
+    rows = [r for r in _agents_or_exit(tenant) if r["name"] == name]
+    if not rows:
+        typer.echo(f"error: no agent named {name!r} in tenant {tenant}", err=True)
+        raise typer.Exit(1)
+    r = rows[0]
+    chain = (r["model_preferences"] or {}).get("chain")
+    for label, value in (
+        ("name", r["name"]), ("id", r["id"]), ("role", r["role"] or "-"),
+        ("manager", r["manager"] or "-"),
+        ("orchestrator", "yes" if r["is_orchestrator"] else "no"),
+        ("chain", ", ".join(chain) if chain else "(the worker's default_chain)"),
+        ("tools", ", ".join(r["tools"]) or "-"),
+        ("budget", f"{_money(r['budget_usd'])} USD per {r['budget_period']}"),
+        ("spent", f"{_money(r['spent_usd'])} USD (reserved {_money(r['reserved_usd'])})"),
+        ("retired", r["retired_at"].isoformat() if r["retired_at"] else "no"),
+        ("updated", r["updated_at"].isoformat()),
+    ):
+        typer.echo(f"{label + ':':<14}{value}")
+    typer.echo("persona:")
+    for line in (r["persona"] or "-").splitlines():
+        typer.echo(f"  {line}")
+
+
+def _money(value) -> str:
+    from decimal import Decimal
+
+    return f"{Decimal(value or 0).normalize():f}"
+
+
+def _agents_or_exit(tenant: str) -> list[dict]:
+    from app.db import open_pool, tenant_transaction
+
+    settings = _load_settings()
+    dsn = _dsn_or_exit(settings)
+    tenant_id = _tenant_or_exit(dsn, tenant)
+    pool = open_pool(dsn, max_size=1, timeout=settings.db_timeout_seconds, name="vos-agents")
+    try:
+        with tenant_transaction(pool, tenant_id) as conn:
+            return conn.execute(
+                """SELECT a.*, m.name AS manager, coalesce(s.spent_usd, 0) AS spent_usd,
+                          coalesce(s.reserved_usd, 0) AS reserved_usd
+                     FROM agents a LEFT JOIN agents m ON m.id = a.manager_id
+                     LEFT JOIN agent_spend s ON s.agent_id = a.id
+                    WHERE a.tenant_id = %s  -- also when the owner role bypasses RLS
+                    ORDER BY a.retired_at IS NOT NULL, a.name""", [tenant_id]).fetchall()
+    finally:
+        pool.close()
+
+
+def _dsn_or_exit(settings) -> str:
+    """DATABASE_URL: these commands change or read one tenant's real data, so they never
+    start the embedded server implicitly."""
+    if settings.database_url is None:
+        typer.echo("error: set DATABASE_URL (as vos_app, or the owner role for "
+                   "--create-tenant)", err=True)
+        raise typer.Exit(2)
+    return settings.database_url.get_secret_value()
+
+
+def until_database_answers(step, limit_seconds: float = 300.0):
+    """`step()`, retried while Postgres does not answer (OperationalError), with growing
+    pauses (1 s … 15 s) for at most `limit_seconds`; each wait is one JSON line.
+
+    Example:
+        tenant_id = until_database_answers(lambda: _tenant_or_exit(dsn, "acme"))
+    """
+    import logging
+    import time
+
+    import psycopg
+
+    deadline, pause = time.monotonic() + limit_seconds, 1.0
+    while True:
+        try:
+            return step()
+        except psycopg.OperationalError as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            jsonlog.emit(logging.getLogger("vos.worker"), "db_unavailable_at_start",
+                         level=logging.WARNING, error=type(exc).__name__,
+                         retry_in_seconds=pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 15.0)
+
+
+def _tenant_or_exit(dsn: str, tenant: str, *, create: bool = False):
+    """The tenant's UUID from a slug or UUID, or exit 2 saying what to do."""
+    from app.agents.apply import TenantNotFound, resolve_tenant
+
+    try:
+        return resolve_tenant(dsn, tenant, create=create)
+    except (TenantNotFound, ValueError) as exc:
+        typer.echo(f"error: --tenant: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @agents_app.command("seed-prices")

@@ -3,24 +3,30 @@
 For a claimed task it loads the assignee's persona and model preferences, retrieves the top
 passages for the task under the token budget, assembles the prompt behind the stable cached
 prefix, and routes it through the agent's chain. Budget, ledger and sanitizing happen inside
-the router and its accounting. A failure (budget exhausted, every provider down) raises, so
-the worker releases the task with the reason in its task_events.
+the router and its accounting. A failure (every provider down, say) raises, so the worker
+counts the attempt and backs off (app/dispatch/worker.py); a budget denial raises TaskParked,
+so the task waits, parked, for the budget to change or its period to roll over instead of
+being retried; a task without an agent raises NotWorkable (back to Draft). Run the worker
+with `route_unassigned=True` so unassigned tasks reach the orchestrator first.
 
 Example:
     workforce = Workforce(pool, router, system_prompt=SYSTEM, tools=TOOLS)
-    Worker(pool, worker_id="host-a/1", handler=workforce.handle).run_once(tenant_id)
+    Worker(pool, worker_id="host-a/1", handler=workforce.handle,
+           route_unassigned=True).run_once(tenant_id)
 """
 
 from dataclasses import dataclass
 from typing import Any
 
+from app.agents.budgets import BudgetDenied
 from app.agents.prefix import PromptParts, ToolSpec
 from app.agents.retrieval import format_passages, retrieve
-from app.agents.router import CallContext, Router
+from app.agents.router import BudgetExceeded, CallContext, Router
 from app.db import tenant_transaction
+from app.dispatch.worker import NotWorkable, TaskParked
 
 
-class TaskNotAssigned(ValueError):
+class TaskNotAssigned(NotWorkable, ValueError):
     """The task has no assignee, so there is no persona, chain or budget to work it with."""
 
 
@@ -32,7 +38,7 @@ class Workforce:
     router: Router
     system_prompt: str
     tools: tuple[ToolSpec, ...] = ()
-    retrieval_token_budget: int = 600
+    retrieval_token_budget: int = 1000
 
     def handle(self, task: dict) -> dict:
         """Dispatch worker handler: returns the result recorded on the task."""
@@ -48,8 +54,15 @@ class Workforce:
         parts = PromptParts(self.system_prompt, agent["persona"] or f"You are {agent['name']}.",
                             self.tools, format_passages(passages), question)
         chain = (agent["model_preferences"] or {}).get("chain")
-        result = self.router.complete(CallContext(tenant_id, agent_id, task["id"]), parts,
-                                      chain=chain)
+        try:
+            result = self.router.complete(CallContext(tenant_id, agent_id, task["id"]), parts,
+                                          chain=chain)
+        except BudgetDenied as exc:
+            denial = exc.denial
+            raise TaskParked(f"BudgetExceeded: {exc}", denial.agent_id, denial.estimated_usd,
+                             denial.budget_usd) from exc
+        except BudgetExceeded as exc:  # an accounting without figures: park on the assignee
+            raise TaskParked(f"BudgetExceeded: {exc}", agent_id) from exc
         served = result.attempts[-1]
         return {
             "reply": result.completion.text,

@@ -86,7 +86,11 @@ def test_a_worker_runs_a_task_through_the_agents_chain(fleet, app_pool, make_ten
     assert Decimal(event["cost_usd"]) == row["cost_usd"] > 0
 
 
-def test_an_exhausted_budget_releases_the_task_with_the_reason(fleet, app_pool, make_tenant):
+def test_an_exhausted_budget_parks_the_task_with_the_agent_and_amount(fleet, app_pool,
+                                                                       make_tenant):
+    """A budget denial is not a failed attempt: the task is parked (agent, amount, reason)
+    and not claimable again until the budget changes (tests/integration/
+    test_worker_failsafe.py covers the unparking)."""
     for server in fleet.values():
         server.reset()
     tenant = make_tenant("poor")
@@ -99,11 +103,16 @@ def test_an_exhausted_budget_releases_the_task_with_the_reason(fleet, app_pool, 
     worker = Worker(app_pool, worker_id="test/2",
                     handler=Workforce(app_pool, router, system_prompt="S").handle)
     assert worker.run_once(tenant.id) is True
+    assert worker.run_once(tenant.id) is False, "a parked task is not claimable"
     with tenant_transaction(app_pool, tenant.id) as conn:
         event = conn.execute(
-            "SELECT payload FROM task_events WHERE task_id = %s AND kind = 'work.failed'",
+            "SELECT payload FROM task_events WHERE task_id = %s AND kind = 'work.parked'",
             [task["id"]]).fetchone()["payload"]
-    assert "BudgetExceeded" in event["error"] and "agents.budget_usd" in event["error"]
+        row = conn.execute("SELECT * FROM tasks WHERE id = %s", [task["id"]]).fetchone()
+    assert "BudgetExceeded" in event["reason"] and "agents.budget_usd" in event["reason"]
+    assert event["agent_id"] == str(agent["id"]) and Decimal(event["amount_usd"]) > 0
+    assert (row["status"], row["attempts"], row["parked_agent_id"]) == ("Active", 0,
+                                                                         agent["id"])
     assert fleet["openai"].received == [] and fleet["anthropic"].received == []
 
 
@@ -112,5 +121,5 @@ def test_config_errors_name_what_to_fix(fleet):
         build_router(config_for(fleet), None, {"ANT_KEY": "x"})
     with pytest.raises(ValueError, match="not deployments"):
         WorkforceConfig.model_validate({"deployments": [
-            {"name": "a", "provider": "ollama", "base_url": "http://127.0.0.1:1/v1",
+            {"name": "a", "provider": "ollama", "base_url": "http://127.0.0.1:1",
              "model": "m", "context_window": 10}], "default_chain": ["b"]})

@@ -201,6 +201,9 @@ def register(cli: typer.Typer) -> None:
     from app.agents.cli import register as register_agents  # vos fake-providers, vos agents
 
     register_agents(cli)
+    from app.agents.docs_cli import register as register_docs  # vos docs
+
+    register_docs(cli)
     from app.ui.cli import register as register_ui  # vos dev, vos operator
 
     register_ui(cli)

@@ -14,12 +14,18 @@ Example:
 """
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 
 from app.agents.sanitize import Sanitizer
-from app.agents.tokens import estimate_tokens
+from app.agents.tokens import estimate_tokens, max_tokens
 
 CACHE_CONTROL = {"type": "ephemeral"}
+
+# Allowances (tokens) for what providers add around our text; see max_input_tokens.
+FRAMING_TOKENS = 64
+TOOL_FRAMING_TOKENS = 32
+TOOLS_PREAMBLE_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,21 @@ class PromptParts:
     task: str = ""
 
     def sanitized(self, sanitizer: Sanitizer) -> "PromptParts":
-        """A copy with every text field (tool descriptions included) redacted."""
+        """A copy with every string that leaves for a provider redacted: the texts and each
+        tool's name, description and JSON schema (keys and values, at any depth).
+
+        Raises `SanitizerError` when detection fails, so nothing is sent.
+
+        Example:
+            >>> t = ToolSpec("deploy", "d", {"default": "password=hunter2-x"})
+            >>> PromptParts("s", "p", tools=(t,)).sanitized(Sanitizer()).tools[0].parameters
+            {'default': 'password=[REDACTED:password_assignment]'}
+        """
         tools = tuple(
-            replace(t, description=sanitizer.clean(t.description)) for t in self.tools
+            replace(t, name=_tool_name(sanitizer, t.name),
+                    description=sanitizer.clean(t.description),
+                    parameters=_clean_json(sanitizer, t.parameters))
+            for t in self.tools
         )
         return PromptParts(
             system=sanitizer.clean(self.system),
@@ -74,6 +92,51 @@ class PromptParts:
         framing = 8
         return (self.stable_tokens() + estimate_tokens(self.context)
                 + estimate_tokens(self.task) + framing)
+
+    def max_input_tokens(self) -> int:
+        """An upper bound of the prompt tokens this call can be billed for, for ANY input.
+
+        The UTF-8 bytes of everything sent (system prompt, persona, context, task, each
+        tool's name, description and JSON schema) plus a fixed allowance for what providers
+        wrap around it: the `<context>`/`<task>` tags and chat-template role tokens
+        (`FRAMING_TOKENS`), each tool's wrapper (`TOOL_FRAMING_TOKENS`) and, when tools are
+        present, the provider's own tool-use preamble (`TOOLS_PREAMBLE_TOKENS`; Anthropic
+        documents 313-346 tokens). It rests on one assumption, stated in app/agents/tokens.py:
+        a tokenizer emits at most one token per byte (byte-level BPE). Budgets reserve
+        against this; `estimate_tokens` stays the cheap figure for display.
+
+        Example:
+            >>> PromptParts("sys", "p", task="ab" * 45_000).max_input_tokens()
+            90068
+        """
+        total = (max_tokens(self.system) + max_tokens(self.persona)
+                 + max_tokens(self.context) + max_tokens(self.task) + FRAMING_TOKENS)
+        if self.tools:
+            total += TOOLS_PREAMBLE_TOKENS + sum(
+                max_tokens(t.name) + max_tokens(t.description) + max_tokens(t.schema_json())
+                + TOOL_FRAMING_TOKENS for t in self.tools)
+        return total
+
+
+def _tool_name(sanitizer: Sanitizer, name: str) -> str:
+    """A tool name with a secret in it becomes a neutral one: providers accept only
+    `[A-Za-z0-9_-]` in tool names, so a `[REDACTED:…]` marker would be refused."""
+    cleaned = sanitizer.clean(name)
+    if cleaned == name:
+        return name
+    return "redacted_" + "_".join(re.findall(r"REDACTED:(\w+)", cleaned))[:50]
+
+
+def _clean_json(sanitizer: Sanitizer, value):
+    """Redact every string in a JSON value (dict keys too), keeping its structure."""
+    if isinstance(value, str):
+        return sanitizer.clean(value)
+    if isinstance(value, dict):
+        return {sanitizer.clean(k) if isinstance(k, str) else k: _clean_json(sanitizer, v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(sanitizer, v) for v in value]
+    return value
 
 
 def anthropic_min_cacheable_tokens(model: str) -> int:

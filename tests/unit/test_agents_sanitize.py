@@ -118,3 +118,135 @@ def test_wire_capture_would_catch_a_leak():
     finally:
         for server in fleet.values():
             server.stop()
+
+
+# --- The corpus: detect-secrets' plugins + our patterns + the entropy rule (issue #14) ---
+
+from detect_secrets.plugins.base import BasePlugin  # noqa: E402
+
+from app.agents.sanitize import SanitizerError, default_plugins, looks_random  # noqa: E402
+from tests.unit.secrets_corpus import NEGATIVES, PII, SECRETS  # noqa: E402
+
+
+def test_the_corpus_is_large_and_varied_enough():
+    assert len(SECRETS) >= 60
+    assert len({case.kind for case in SECRETS}) >= 30
+    assert all(case.secret in case.line for case in SECRETS)
+
+
+@pytest.mark.parametrize("case", SECRETS, ids=[f"{i}-{c.kind}" for i, c in enumerate(SECRETS)])
+def test_every_corpus_secret_is_redacted(case):
+    result = Sanitizer(pii=PII).redact(case.line)
+    assert case.secret not in result.text, result.text
+    assert "[REDACTED:" in result.text and result.total >= 1
+
+
+@pytest.mark.parametrize("line", NEGATIVES, ids=[f"neg{i}" for i in range(len(NEGATIVES))])
+def test_negative_cases_survive_unchanged(line):
+    result = Sanitizer(pii=()).redact(line)
+    assert result.text == line
+    assert result.counts == {}
+
+
+@pytest.mark.parametrize("text, secret, kind", [
+    ("DB_PASSWORD=p4ssW0rd-Prod", "p4ssW0rd-Prod", "password_assignment"),
+    ("PGPASSWORD=Zx81Spectrum psql -h db", "Zx81Spectrum", "password_assignment"),
+    ("Authorization: Basic YWRtaW46czNjcjN0LXZhbHVl", "YWRtaW46czNjcjN0LXZhbHVl", "basic_auth"),
+    ("REDIS_URL=redis://:N0tTheRealOne42@cache:6379", "N0tTheRealOne42", "url_password"),
+    ('passphrase: "correct horse battery staple"', "correct horse battery staple",
+     "password_assignment"),
+    ("passphrase: correct horse battery staple", "horse battery staple",
+     "password_assignment"),
+    ('"private_key_id": "0123456789abcdef0123456789abcdef01234567"',
+     "0123456789abcdef0123456789abcdef01234567", "gcp_private_key_id"),
+])
+def test_the_issue_14_leaks_are_closed(text, secret, kind):
+    result = Sanitizer(pii=()).redact(text)
+    assert secret not in result.text, result.text
+    assert result.counts.get(kind) == 1, result.counts
+
+
+def test_plugins_are_a_live_layer():
+    """A Twilio API key has no pattern of ours and no entropy-rule shape (it is hex after a
+    fixed prefix): only detect-secrets' plugin finds it."""
+    line = "TWILIO_SID=SK" + "0123456789abcdef" * 2
+    bare = Sanitizer(pii=(), plugins=[], entropy=False)
+    assert bare.clean(line) == line
+    assert Sanitizer(pii=()).redact(line).counts == {"twilio_key": 1}
+
+
+def test_the_entropy_rule_spares_ids_and_digests():
+    assert looks_random("Zq8vN2kLmP4rT7wXyB1cD3eF5gH6jK9a")
+    for token in ("6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f",  # UUID
+                  "9fceb02d0ae598e95dc970b74767f19372d61af8",  # git SHA
+                  "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",  # sha256
+                  "Base64HighEntropyStringDetector",  # a class name
+                  "tests/integration/test_sanitizer_wire",  # a path
+                  "AAAAC3NzaC1lZDI1NTE5AAAAIGk2"):  # an SSH public key blob
+        assert not looks_random(token), token
+    unknown = "Zq8vN2kLmP4rT7wXyB1cD3eF5gH6jK9a"
+    assert Sanitizer(pii=()).clean(f"value {unknown} end") == "value [REDACTED:high_entropy] end"
+
+
+def test_overlapping_findings_merge_into_one_redaction():
+    """The keyword plugin and our passphrase rule both see parts of the value: the union is
+    redacted, so no word of it survives."""
+    result = Sanitizer(pii=()).redact('secret = "open sesame 42 now"')
+    assert result.text == 'secret = "[REDACTED:password_assignment]"'
+    assert result.total == 1
+
+
+class _BrokenPlugin(BasePlugin):
+    """A detect-secrets plugin with a bug: it raises on every line, quoting the line."""
+
+    secret_type = "broken"
+
+    def analyze_string(self, string):
+        raise ValueError(f"cannot parse {string!r}")
+
+
+def test_a_failing_detector_fails_closed_without_quoting_the_text():
+    sanitizer = Sanitizer(plugins=[*default_plugins(), _BrokenPlugin()])
+    secret = "sk-ant-api03-Zq8vN2kLmP4rT7wXyB1cD3eF5gH6jK9"
+    with pytest.raises(SanitizerError, match="secret detection failed") as caught:
+        sanitizer.redact(f"rotate {secret}")
+    assert secret not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_tool_names_descriptions_and_schemas_are_sanitized():
+    secret = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
+    tool = ToolSpec(f"call_{secret}", f"uses {secret}",
+                    {"type": "object", "properties": {
+                        "token": {"type": "string", "default": f"token={secret}"},
+                        "hosts": {"type": "array", "examples": [[f"x {secret}"]]}}})
+    clean = PromptParts("s", "p", tools=(tool,)).sanitized(Sanitizer()).tools[0]
+    assert secret not in repr(clean)
+    assert clean.name == "redacted_github_token"
+    assert clean.parameters["properties"]["token"]["default"] == "token=[REDACTED:github_token]"
+
+
+def test_bad_extra_pattern_names_the_pattern():
+    with pytest.raises(ValueError, match="extra PII pattern 'badge'"):
+        Sanitizer(extra={"badge": "EMP-("})
+
+
+def test_unclosed_quote_and_legacy_npm_auth_are_redacted():
+    s = Sanitizer(pii=())
+    assert s.clean('password: "Unclosed-Secret 42') == 'password: "[REDACTED:password_assignment]'
+    line = "//registry.example.org/:_authToken=6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
+    assert "6f1c2d3e" not in s.clean(line)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", [
+    "://:" * 20_000,  # detect-secrets' NpmDetector regex is quadratic on this
+    "password=x " * 10_000,
+    "secret: " * 10_000,
+    "a" * 100_000,
+    "0123456789abcdef" * 6_000,  # the 90 KB hex blob of the budget finding
+], ids=["slashes", "pw-repeat", "secret-repeat", "letters", "hex"])
+def test_pathological_lines_finish(text):
+    """Long adversarial lines must not stall the worker (pytest-timeout bounds the run)."""
+    result = Sanitizer().redact(text)
+    assert len(result.text) <= len(text) + 64

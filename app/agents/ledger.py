@@ -3,7 +3,8 @@
 `PostgresAccounting` is the router's accounting in production: `reserve` checks the agent's
 budget (and writes a `budget_denied` ledger row when it refuses); `settle` prices the attempt
 with the price version effective when it started, writes its ledger row and settles the
-budget reservation, all in one tenant transaction.
+budget reservation, all in one tenant transaction. Both go through the SQL budget functions
+(app/agents/budgets.py); an attempt billed above its reservation stops the agent.
 
 Example:
     accounting = PostgresAccounting(pool)
@@ -20,7 +21,7 @@ import psycopg
 
 from app.agents import budgets
 from app.agents.prices import DEFAULT_PRICES, Price, cost_usd
-from app.agents.router import NO_USAGE, AttemptRecord, BudgetExceeded, CallContext, Deployment
+from app.agents.router import NO_USAGE, AttemptRecord, CallContext, Deployment
 from app.db import tenant_transaction
 
 _PRICE_COLUMNS = ("id, provider, model, effective_from, version, input_per_mtok, "
@@ -103,7 +104,7 @@ class PostgresAccounting:
                     deployment.model, None, NO_USAGE, 0, "budget_denied",
                     "stop", None, result.message()), price.id)
         if isinstance(result, budgets.Denial):
-            raise BudgetExceeded(result.message())
+            raise budgets.BudgetDenied(result)  # a BudgetExceeded with figures
         return result
 
     @staticmethod

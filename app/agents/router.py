@@ -3,7 +3,8 @@
 For each deployment in the agent's chain (skipping ones cooling down, and after a
 context-length error every one whose window is not larger than the failed one):
 
-- reserve the worst-case cost against the agent's budget (hard stop when it does not fit);
+- reserve the worst-case cost against the agent's budget (hard stop when it does not fit),
+  from a bound of the input tokens that holds for any input (`max_input_tokens`);
 - call the provider; settle the reservation with the attempt's outcome and actual cost;
 - on 429 / 5xx / 529 / connection errors retry with exponential backoff, never sooner than
   the server's Retry-After; after the last retry (or a Retry-After longer than we wait) put
@@ -141,7 +142,10 @@ class Accounting(Protocol):
 
     def reserve(self, ctx: CallContext, deployment: Deployment, input_tokens: int,
                 max_output_tokens: int) -> Any:
-        """Return a reservation handle or raise BudgetExceeded."""
+        """Return a reservation handle or raise BudgetExceeded.
+
+        `input_tokens` is an upper bound (`PromptParts.max_input_tokens`), not an estimate.
+        """
 
     def settle(self, reservation: Any, record: AttemptRecord) -> Decimal:
         """Price the attempt, write its ledger row, release the reservation; return cost."""
@@ -220,7 +224,9 @@ class Router:
         """Answer `parts` through the chain; raise BudgetExceeded, CallRejected or
         AllDeploymentsFailed when it cannot."""
         parts = parts.sanitized(self.sanitizer)
-        input_tokens = parts.estimate_tokens()
+        # The reservation must hold for ANY input, so it uses the byte bound, not the
+        # word-piece estimate (a hex blob is one word piece but thousands of tokens).
+        input_tokens = parts.max_input_tokens()
         attempts: list[AttemptRecord] = []
         larger_than = 0
         for deployment in self.resolve_chain(chain):

@@ -8,11 +8,11 @@ import psycopg
 import pytest
 
 from app.agents import budgets
-from app.agents.budgets import worst_case_usage
+from app.agents.budgets import worst_case_cost, worst_case_usage
 from app.agents.fakes import FakeProviderServer
 from app.agents.ledger import PostgresAccounting, seed_prices
 from app.agents.prefix import PromptParts
-from app.agents.prices import DEFAULT_PRICES, PriceBook, cost_usd
+from app.agents.prices import DEFAULT_PRICES, PriceBook
 from app.agents.providers import build_provider
 from app.agents.router import BudgetExceeded, CallContext, Deployment, RetryPolicy, Router
 from app.db import open_pool, tenant_transaction
@@ -37,7 +37,7 @@ def make_router(fake, app_pool):
 
 def worst_case_usd() -> Decimal:
     price = PriceBook(DEFAULT_PRICES).price_at("openai", "gpt-4.1")
-    return cost_usd(worst_case_usage(PARTS.estimate_tokens(), MAX_OUTPUT), price)
+    return worst_case_cost(worst_case_usage(PARTS.max_input_tokens(), MAX_OUTPUT), price)
 
 
 def make_agent(app_pool, owner_dsn, tenant, budget: Decimal, spent: Decimal = Decimal(0)):
@@ -46,6 +46,7 @@ def make_agent(app_pool, owner_dsn, tenant, budget: Decimal, spent: Decimal = De
         agent = conn.execute(
             "INSERT INTO agents (tenant_id, name, budget_usd) VALUES (%s, 'spender', %s) "
             "RETURNING id", [tenant.id, budget]).fetchone()["id"]
+    with psycopg.connect(owner_dsn) as conn:  # the app role may not write spend itself
         conn.execute("INSERT INTO agent_spend (tenant_id, agent_id, spent_usd) "
                      "VALUES (%s, %s, %s)", [tenant.id, agent, spent])
     return agent
@@ -137,7 +138,7 @@ def test_spend_cannot_go_negative_or_be_settled_twice(app_pool, owner_dsn, make_
     tenant = make_tenant("checks")
     agent = make_agent(app_pool, owner_dsn, tenant, Decimal(1))
     with pytest.raises(psycopg.errors.CheckViolation):
-        with tenant_transaction(app_pool, tenant.id) as conn:
+        with psycopg.connect(owner_dsn) as conn:  # even the owner cannot
             conn.execute("UPDATE agent_spend SET reserved_usd = -1 WHERE agent_id = %s",
                          [agent])
     price = PriceBook(DEFAULT_PRICES).price_at("openai", "gpt-4.1")

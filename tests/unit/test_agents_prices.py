@@ -6,7 +6,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from app.agents.budgets import worst_case_usage
+from app.agents.budgets import worst_case_cost, worst_case_usage
 from app.agents.prices import (
     DEFAULT_PRICES,
     Price,
@@ -91,8 +91,10 @@ def test_unknown_model_price_is_a_clear_error():
 
 
 def test_worst_case_is_an_upper_bound_of_what_a_call_can_cost():
-    worst = worst_case_usage(1000, 256)
-    assert worst == Usage(1266, 0, 0, 256)
-    # Any split of up to 1266 input tokens into cache buckets costs no more than uncached,
-    # as long as writes cost no more than 1.25x input: that is why the pad is 25 %.
-    assert cost_usd(Usage(0, 0, 1000, 256), SONNET) <= cost_usd(worst, SONNET)
+    worst = worst_case_usage(1000, 256)  # 1000 is already a bound (bytes): no pad
+    assert worst == Usage(1000, 0, 0, 256)
+    # Any split of the 1000 input tokens into cache buckets costs no more than the worst
+    # case, which prices every input token at the dearest rate (here the cache write).
+    for split in (Usage(1000, 0, 0, 256), Usage(0, 1000, 0, 256), Usage(0, 0, 1000, 256)):
+        assert cost_usd(split, SONNET) <= worst_case_cost(worst, SONNET)
+    assert worst_case_cost(worst, SONNET) == cost_usd(Usage(0, 0, 1000, 256), SONNET)

@@ -5,7 +5,13 @@ One `FakeProviderServer` per provider, bound to 127.0.0.1. It speaks:
 - `anthropic`: `POST /v1/messages` (JSON or SSE streaming), `x-api-key` auth;
 - `openai` (also OpenRouter): `POST /v1/chat/completions` (JSON or SSE chunks with
   `stream_options.include_usage`), bearer auth;
-- `ollama`: the OpenAI-compatible `POST /v1/chat/completions` and native `POST /api/chat`.
+- `ollama`: native `POST /api/chat` (JSON, or NDJSON lines when `stream` is true or
+  omitted, as Ollama does) and `POST /api/embed`, plus the OpenAI-compatible
+  `POST /v1/chat/completions` and `POST /v1/embeddings`. Native errors are `{"error": "…"}`;
+  `script("404")` answers "model not found".
+
+Embeddings are deterministic: hashed word counts in `EMBED_DIMENSIONS` dimensions, L2
+normalised, so texts sharing words get similar vectors.
 
 Prompt caching is computed, never made up: the server tokenizes what it receives and
 remembers prefixes. Anthropic-style: a prefix is cached when a block carries `cache_control`
@@ -42,6 +48,7 @@ OPENAI_CACHE_MIN = 1024
 OPENAI_CACHE_STEP = 128
 DEFAULT_CONTEXT_WINDOW = 200_000
 MAX_RECEIVED = 10_000
+EMBED_DIMENSIONS = 16
 
 
 def fake_tokenize(text: str) -> list[str]:
@@ -76,7 +83,7 @@ class ScriptedFailure:
 
     @classmethod
     def parse(cls, spec: str) -> "ScriptedFailure":
-        """Parse `429[:secs]`, `500`, `529`, `401`, `context`.
+        """Parse `429[:secs]`, `500`, `503`, `529`, `401`, `400`, `404`, `context`.
 
         Example:
             >>> ScriptedFailure.parse("429:2")
@@ -85,7 +92,7 @@ class ScriptedFailure:
         head, _, arg = spec.partition(":")
         kinds = {"429": (429, "rate_limit"), "500": (500, "server"), "503": (503, "server"),
                  "529": (529, "overloaded"), "401": (401, "auth"), "400": (400, "bad_request"),
-                 "context": (400, "context")}
+                 "404": (404, "not_found"), "context": (400, "context")}
         if head not in kinds:
             raise ValueError(f"unknown failure spec {spec!r}; use one of {sorted(kinds)}")
         status, kind = kinds[head]
@@ -119,6 +126,7 @@ class FakeProviderServer:
         port: int = 0,
         name: str | None = None,
         cache_ttl_seconds: float = 300.0,
+        host: str = "127.0.0.1",
     ):
         if wire not in WIRES:
             raise ValueError(f"unknown wire format {wire!r}; choose one of {WIRES}")
@@ -132,7 +140,7 @@ class FakeProviderServer:
         self._script: list[ScriptedFailure] = []
         self._lock = threading.Lock()
         self._cache = _PromptCache()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -143,9 +151,15 @@ class FakeProviderServer:
 
     @property
     def base_url(self) -> str:
-        """What to hand the SDK: Anthropic's client adds `/v1`, OpenAI's expects it."""
-        root = f"http://127.0.0.1:{self.port}"
-        return root if self.wire == "anthropic" else root + "/v1"
+        """What to hand the provider: Anthropic's client adds `/v1`, OpenAI's expects it, and
+        Ollama's native kind (`ollama`) wants the server root (see `openai_base_url`)."""
+        root = f"http://{self._httpd.server_address[0]}:{self.port}"
+        return root if self.wire in ("anthropic", "ollama") else root + "/v1"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The OpenAI-compatible `/v1` base (for kind `ollama-openai` on an Ollama fake)."""
+        return f"http://{self._httpd.server_address[0]}:{self.port}/v1"
 
     def start(self) -> "FakeProviderServer":
         self._thread = threading.Thread(
@@ -218,6 +232,9 @@ class FakeProviderServer:
             ("openai", "/v1/chat/completions"): self._openai,
             ("ollama", "/v1/chat/completions"): self._openai,
             ("ollama", "/api/chat"): self._ollama_native,
+            ("ollama", "/api/embed"): self._ollama_embed,
+            ("ollama", "/v1/embeddings"): self._openai_embeddings,
+            ("openai", "/v1/embeddings"): self._openai_embeddings,
         }
         route = routes.get((self.wire, handler.path.split("?")[0]))
         if route is None:
@@ -345,13 +362,53 @@ class FakeProviderServer:
     def _ollama_native(self, handler: BaseHTTPRequestHandler, request: dict) -> None:
         model = request["model"]
         tokens = _openai_tokens(request)
+        window = self._context_window(model)
+        if len(tokens) > window:
+            self._send_error(handler, ScriptedFailure(400, "context"),
+                             f"the input length ({len(tokens)} tokens) exceeds the context "
+                             f"length ({window})")
+            return
         reply = _reply_text(model, len(tokens))
+        limit = int((request.get("options") or {}).get("num_predict") or 4096)
+        words = fake_tokenize(reply)
+        if limit < len(words):
+            reply = " ".join(words[:limit])
+        served = self.aliases.get(model, model)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        final = {"model": served, "created_at": created,
+                 "message": {"role": "assistant", "content": reply}, "done": True,
+                 "done_reason": "stop", "prompt_eval_count": len(tokens),
+                 "eval_count": min(len(words), limit)}
+        if request.get("stream", True):  # Ollama streams unless told not to
+            lines = [{"model": served, "created_at": created, "done": False,
+                      "message": {"role": "assistant", "content": piece}}
+                     for piece in _chunks(reply)]
+            _send_ndjson(handler, [*lines, dict(final, message={"role": "assistant",
+                                                                 "content": ""})])
+            return
+        _send_json(handler, 200, final)
+
+    def _ollama_embed(self, handler: BaseHTTPRequestHandler, request: dict) -> None:
+        texts = request.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            self._send_error(handler, ScriptedFailure(400, "bad_request"),
+                             "input must be a string or a list of strings")
+            return
+        _send_json(handler, 200, {"model": request.get("model"),
+                                  "embeddings": [fake_embedding(t) for t in texts],
+                                  "prompt_eval_count": sum(len(fake_tokenize(t))
+                                                           for t in texts)})
+
+    def _openai_embeddings(self, handler: BaseHTTPRequestHandler, request: dict) -> None:
+        texts = request.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        tokens = sum(len(fake_tokenize(t)) for t in texts)
         _send_json(handler, 200, {
-            "model": model, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "message": {"role": "assistant", "content": reply}, "done": True,
-            "done_reason": "stop", "prompt_eval_count": len(tokens),
-            "eval_count": len(fake_tokenize(reply)),
-        })
+            "object": "list", "model": request.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": fake_embedding(t)}
+                     for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     # -- errors ---------------------------------------------------------------------------
     def _send_error(self, handler: BaseHTTPRequestHandler, failure: ScriptedFailure,
@@ -366,18 +423,22 @@ class FakeProviderServer:
             "auth": "invalid api key",
             "bad_request": "invalid request",
             "context": "prompt is too long: 999999 tokens > 200000 maximum",
+            "not_found": "model not found, try pulling it first",
         }[failure.kind]
+        if handler.path.startswith("/api/"):  # Ollama's native error shape
+            _send_json(handler, failure.status, {"error": message}, headers)
+            return
         if self.wire == "anthropic":
             kind = {"rate_limit": "rate_limit_error", "server": "api_error",
                     "overloaded": "overloaded_error", "auth": "authentication_error",
-                    "bad_request": "invalid_request_error",
+                    "bad_request": "invalid_request_error", "not_found": "not_found_error",
                     "context": "invalid_request_error"}[failure.kind]
             body = {"type": "error", "error": {"type": kind, "message": message}}
         else:
             code = {"rate_limit": "rate_limit_exceeded", "server": "server_error",
                     "overloaded": "server_overloaded", "auth": "invalid_api_key",
-                    "bad_request": "invalid_request", "context": "context_length_exceeded"
-                    }[failure.kind]
+                    "bad_request": "invalid_request", "context": "context_length_exceeded",
+                    "not_found": "model_not_found"}[failure.kind]
             if failure.kind == "context" and "maximum context length" not in message:
                 message = f"This model's maximum context length is exceeded. {message}"
             body = {"error": {"message": message, "type": "invalid_request_error"
@@ -444,6 +505,20 @@ def _grid_hashes(tokens: list[str], grid: set[int]) -> Iterator[tuple[int, str]]
             yield index, digest.copy().hexdigest()
 
 
+def fake_embedding(text: str) -> list[float]:
+    """The fakes' embedding: hashed word counts, L2 normalised (deterministic).
+
+    Example:
+        >>> fake_embedding("a b") == fake_embedding("a b") and len(fake_embedding("x"))
+        16
+    """
+    vector = [0.0] * EMBED_DIMENSIONS
+    for token in fake_tokenize(text.lower()):
+        vector[hashlib.sha256(token.encode()).digest()[0] % EMBED_DIMENSIONS] += 1.0
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in vector]
+
+
 def _reply_text(model: str, prompt_tokens: int) -> str:
     return f"Acknowledged by {model}: read {prompt_tokens} prompt tokens, task handled."
 
@@ -477,6 +552,18 @@ def _send_sse(handler: BaseHTTPRequestHandler, events: Iterator[tuple[str | None
     if done_marker:
         handler.wfile.write(b"data: [DONE]\n\n")
     handler.wfile.flush()
+
+
+def _send_ndjson(handler: BaseHTTPRequestHandler, lines: list[dict]) -> None:
+    """Ollama's streaming: one JSON object per line, connection closed at the end."""
+    handler.send_response(200)
+    handler.send_header("content-type", "application/x-ndjson")
+    handler.send_header("connection", "close")
+    handler.end_headers()
+    handler.close_connection = True
+    for line in lines:
+        handler.wfile.write(json.dumps(line).encode() + b"\n")
+        handler.wfile.flush()
 
 
 def _chunks(text: str, size: int = 12) -> list[str]:

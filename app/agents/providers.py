@@ -13,12 +13,15 @@ Example:
 """
 
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import anthropic
+import httpx
 import openai
 
 from app.agents.prefix import PromptParts, anthropic_request, openai_request
@@ -26,7 +29,11 @@ from app.agents.prices import Usage, usage_from_anthropic, usage_from_openai
 from app.agents.sanitize import Sanitizer
 
 RETRYABLE_KINDS = frozenset({"rate_limited", "server", "overloaded", "connection"})
-OPENAI_WIRE_PROVIDERS = ("openai", "openrouter", "ollama")
+OPENAI_WIRE_PROVIDERS = ("openai", "openrouter", "ollama-openai")
+PROVIDER_KINDS = ("anthropic", "ollama", *OPENAI_WIRE_PROVIDERS)
+# The vendor a provider kind bills as: both Ollama wires serve the same local models, so they
+# share the price rows (and the ledger's `provider` column) of "ollama".
+VENDOR = {"ollama-openai": "ollama"}
 
 
 class ProviderError(Exception):
@@ -161,14 +168,17 @@ class AnthropicProvider:
 
 
 class OpenAICompatibleProvider:
-    """OpenAI, OpenRouter and Ollama through the `openai` SDK's Chat Completions."""
+    """OpenAI, OpenRouter and Ollama's `/v1` (kind `ollama-openai`) through the `openai`
+    SDK's Chat Completions. `provider` is the vendor the call bills as (`ollama` for
+    `ollama-openai`)."""
 
     def __init__(self, provider: str, base_url: str, api_key: str, *, timeout: float = 30.0,
                  stream: bool = False, sanitizer: Sanitizer | None = None):
         if provider not in OPENAI_WIRE_PROVIDERS:
             raise ValueError(f"unknown OpenAI-wire provider {provider!r}; "
                              f"choose one of {OPENAI_WIRE_PROVIDERS}")
-        self.provider = provider
+        self.kind = provider
+        self.provider = VENDOR.get(provider, provider)
         # Ollama ignores the key, but the SDK insists on one.
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "ollama",
                                      max_retries=0, timeout=timeout)
@@ -206,19 +216,206 @@ class OpenAICompatibleProvider:
         return Completion("".join(pieces), served, usage_from_openai(usage))
 
 
-def build_provider(provider: str, base_url: str, api_key: str, *, timeout: float = 30.0,
-                   stream: bool = False, sanitizer: Sanitizer | None = None) -> Provider:
-    """Construct the right SDK-backed provider for a provider name.
+class OllamaProvider:
+    """Ollama's native chat API: `POST {base_url}/api/chat`.
+
+    The system prompt and persona travel as the first (system) message, the passages and the
+    task as the user message (the same order as the OpenAI wire, so Ollama's KV cache reuses
+    the stable prefix), tools in Ollama's function format, `options.num_predict` caps the
+    output. With `stream=True` the reply is read as NDJSON lines. Usage comes from
+    `prompt_eval_count` / `eval_count`; Ollama omits `prompt_eval_count` when the whole
+    prompt came from its cache, which counts as 0 uncached tokens (local models cost $0).
 
     Example:
-        >>> build_provider("ollama", "http://127.0.0.1:11434/v1", "").provider
+        >>> OllamaProvider("http://127.0.0.1:11434").provider
         'ollama'
+    """
+
+    provider = "ollama"
+    kind = "ollama"
+
+    def __init__(self, base_url: str, api_key: str = "", *, timeout: float = 30.0,
+                 stream: bool = False, sanitizer: Sanitizer | None = None):
+        if urlsplit(base_url).path.rstrip("/").endswith("/v1"):
+            raise ValueError(
+                f"base_url {base_url!r} ends in /v1, the OpenAI-compatible endpoint: give the "
+                "server root (e.g. http://host:11434) for provider ollama, or use provider "
+                "ollama-openai for /v1")
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}  # a proxy's key
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
+                                    headers=headers)
+        self._stream = stream
+        self._sanitizer = sanitizer or Sanitizer()
+
+    def complete(self, parts: PromptParts, model: str, max_tokens: int) -> Completion:
+        request = openai_request(parts.sanitized(self._sanitizer))
+        body = {"model": model, "stream": self._stream,
+                "options": {"num_predict": max_tokens}, **request}
+        try:
+            if self._stream:
+                return self._complete_streaming(body, model)
+            response = self._client.post("/api/chat", json=body)
+            if response.status_code >= 400:
+                raise _ollama_error(response.status_code, response.text, response.headers)
+            data = _json_object(response.text)
+        except httpx.TransportError as exc:
+            raise ProviderError("connection", str(exc) or type(exc).__name__) from exc
+        if "error" in data:
+            raise _ollama_error(500, json.dumps(data), {})
+        return _ollama_completion(data, model, data.get("message", {}).get("content") or "")
+
+    def _complete_streaming(self, body: dict, model: str) -> Completion:
+        pieces, final = [], None
+        with self._client.stream("POST", "/api/chat", json=body) as response:
+            if response.status_code >= 400:
+                raise _ollama_error(response.status_code, response.read().decode(errors="replace"),
+                                    response.headers)
+            for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                chunk = _json_object(line)
+                if "error" in chunk:  # a failure after the 200 header arrives as a line
+                    raise _ollama_error(500, line, {})
+                pieces.append((chunk.get("message") or {}).get("content") or "")
+                if chunk.get("done"):
+                    final = chunk
+        if final is None:
+            raise ProviderError("server", "ollama stream ended without its final (done) line")
+        return _ollama_completion(final, model, "".join(pieces))
+
+
+def _json_object(text: str) -> dict:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ProviderError("server", f"ollama answered something that is not JSON: "
+                                      f"{text[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise ProviderError("server", f"ollama answered a JSON {type(data).__name__}, "
+                                      "not an object")
+    return data
+
+
+def _ollama_completion(data: dict, model: str, text: str) -> Completion:
+    if not data.get("done", False):
+        raise ProviderError("server", "ollama answered an unfinished response (done=false)")
+    usage = Usage(int(data.get("prompt_eval_count") or 0), 0, 0, int(data.get("eval_count") or 0))
+    return Completion(text, str(data.get("model") or model), usage)
+
+
+def _ollama_error(status: int, text: str, headers: Any) -> ProviderError:
+    """Ollama errors are `{"error": "message"}`; a missing model is 404 (never retried)."""
+    try:
+        body = json.loads(text)
+        message = str(body.get("error") or text) if isinstance(body, dict) else text
+    except ValueError:
+        message = text
+    message = message[:500] or f"HTTP {status}"
+    lowered = message.lower()
+    if "context length" in lowered or "context window" in lowered:
+        kind = "context_length"
+    elif status == 404:
+        kind = "bad_request"  # "model … not found, try pulling it first": retrying won't help
+    else:
+        kind = _classify(status, message, None)
+    return ProviderError(kind, message, status, parse_retry_after(headers))
+
+
+def build_provider(provider: str, base_url: str, api_key: str, *, timeout: float = 30.0,
+                   stream: bool = False, sanitizer: Sanitizer | None = None) -> Provider:
+    """Construct the right provider for a provider kind (see PROVIDER_KINDS).
+
+    Example:
+        >>> build_provider("ollama", "http://127.0.0.1:11434", "").provider
+        'ollama'
+        >>> build_provider("ollama-openai", "http://127.0.0.1:11434/v1", "").kind
+        'ollama-openai'
     """
     if provider == "anthropic":
         return AnthropicProvider(base_url, api_key, timeout=timeout, stream=stream,
                                  sanitizer=sanitizer)
+    if provider == "ollama":
+        return OllamaProvider(base_url, api_key, timeout=timeout, stream=stream,
+                              sanitizer=sanitizer)
     return OpenAICompatibleProvider(provider, base_url, api_key, timeout=timeout,
                                     stream=stream, sanitizer=sanitizer)
+
+
+# -- embeddings ---------------------------------------------------------------------------
+
+class Embedder(Protocol):
+    model: str
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order; raise ProviderError on failure."""
+
+
+class OllamaEmbedder:
+    """`POST {base_url}/api/embed` with `{"model", "input": [...]}` → `embeddings`.
+
+    Example:
+        >>> OllamaEmbedder("http://127.0.0.1:11434", "nomic-embed-text").model
+        'nomic-embed-text'
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str = "", *, timeout: float = 30.0,
+                 sanitizer: Sanitizer | None = None):
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
+                                    headers=headers)
+        self.model = model
+        self._sanitizer = sanitizer or Sanitizer()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        clean = [self._sanitizer.clean(t) for t in texts]
+        try:
+            response = self._client.post("/api/embed", json={"model": self.model,
+                                                             "input": clean})
+        except httpx.TransportError as exc:
+            raise ProviderError("connection", str(exc) or type(exc).__name__) from exc
+        if response.status_code >= 400:
+            raise _ollama_error(response.status_code, response.text, response.headers)
+        vectors = _json_object(response.text).get("embeddings")
+        if not isinstance(vectors, list) or len(vectors) != len(texts):
+            raise ProviderError("server", f"ollama returned {len(vectors or [])} embeddings "
+                                          f"for {len(texts)} inputs")
+        return [[float(x) for x in v] for v in vectors]
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible `/v1/embeddings` through the `openai` SDK (OpenAI, Ollama's /v1,
+    any compatible server)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str = "", *, timeout: float = 30.0,
+                 sanitizer: Sanitizer | None = None):
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused",
+                                     max_retries=0, timeout=timeout)
+        self.model = model
+        self._sanitizer = sanitizer or Sanitizer()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        clean = [self._sanitizer.clean(t) for t in texts]
+        try:
+            response = self._client.embeddings.create(model=self.model, input=clean)
+        except (openai.APIStatusError, openai.APIConnectionError) as exc:
+            raise _provider_error(exc) from exc
+        return [list(d.embedding) for d in sorted(response.data, key=lambda d: d.index)]
+
+
+def build_embedder(provider: str, base_url: str, model: str, api_key: str = "", *,
+                   timeout: float = 30.0, sanitizer: Sanitizer | None = None) -> Embedder:
+    """`ollama` → native /api/embed; any OpenAI-wire kind → /v1/embeddings.
+
+    Example:
+        >>> type(build_embedder("ollama", "http://127.0.0.1:11434", "nomic-embed-text")).__name__
+        'OllamaEmbedder'
+    """
+    if provider == "ollama":
+        return OllamaEmbedder(base_url, model, api_key, timeout=timeout, sanitizer=sanitizer)
+    if provider in OPENAI_WIRE_PROVIDERS or provider == "openai-compatible":
+        return OpenAIEmbedder(base_url, model, api_key, timeout=timeout, sanitizer=sanitizer)
+    raise ValueError(f"embedding provider {provider!r} is not one of: ollama, "
+                     f"{', '.join(OPENAI_WIRE_PROVIDERS)}, openai-compatible")
 
 
 def monotonic_ms(start: float) -> int:

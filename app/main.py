@@ -96,13 +96,14 @@ def _with_pool_lifespan(app: FastAPI, pool: ConnectionPool) -> FastAPI:
 
 def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host: str,
            port: int, name: str, trusted_proxies: str = "",
-           tls: tuple[str, str] | None = None) -> None:
+           tls: tuple[str, str] | None = None, **uvicorn_options: object) -> None:
     jsonlog.configure()
     with database(settings) as dsn:
         pool = open_pool(  # connections opened up front: no SCRAM handshakes under load
             dsn, min_size=settings.db_pool_max_size, max_size=settings.db_pool_max_size,
-            timeout=settings.db_timeout_seconds,
             name=name,
+            # every request answers (503) within ~5 s even when Postgres hangs
+            **settings.db_pool_options(),
         )
         try:
             check_role_at_start(pool)
@@ -118,34 +119,57 @@ def _serve(build: Callable[[ConnectionPool], FastAPI], settings: Settings, host:
             proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
             # (certificate, key) files: the door speaks TLS itself, no proxy, no port 80
             **({"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}),
+            **uvicorn_options,
         )
 
 
 def serve_api(settings: Settings, host: str, port: int) -> None:
     """Run the private dispatch API until interrupted."""
-    from app.dispatch.api import create_api_app
+    from app.dispatch.api import api_allowed_hosts, create_api_app
 
-    _serve(create_api_app, settings, host, port, "vos-api")
+    hosts = api_allowed_hosts(host, settings.api_hosts())  # any other Host header gets 400
+    _serve(lambda pool: create_api_app(pool, allowed_hosts=hosts), settings, host, port,
+           "vos-api")
 
 
 def serve_door(settings: Settings, host: str, port: int,
                tls: tuple[str, str] | None = None) -> None:
-    """Run the door until interrupted; `tls` = (certificate file, key file) serves HTTPS."""
-    from app.door.app import create_door_app
+    """Run the door until interrupted; `tls` = (certificate file, key file) serves HTTPS.
+
+    Connections get the door's deadlines and cap (app/door/protocol.py): slow clients are
+    closed and logged for fail2ban, idle keep-alive ones closed after the idle timeout.
+    The door awaits Postgres on the event loop (an async pool, one round trip per callback)
+    in `VOS_DOOR_WORKERS` processes (app/door/worker.py builds each one's app and pool).
+    """
+    import os
 
     if not settings.door_secrets:
         raise SystemExit(
             "VOS_DOOR_SECRETS is empty: the door would refuse every callback. Set it to a JSON "
             'object like {"edge": "whsec_…"} (secrets from the sending side).'
         )
-
-    def build(pool: ConnectionPool) -> FastAPI:
-        return create_door_app(
-            pool, settings.door_keys(), max_body=settings.door_max_body_bytes,
-            tolerance=settings.door_tolerance_seconds,
+    jsonlog.configure()
+    with database(settings) as dsn:
+        # the role check once, on one short-lived connection; the workers open their own pools
+        pool = open_pool(dsn, min_size=1, max_size=1, name="vos-door",
+                         **settings.db_pool_options())
+        try:
+            check_role_at_start(pool)
+        except UnsafeDatabaseRole as exc:
+            raise SystemExit(f"error: {exc}") from None
+        finally:
+            pool.close()
+        os.environ["DATABASE_URL"] = dsn  # what the workers (fresh interpreters) connect to
+        jsonlog.emit(log, "listening", app="vos-door", host=host, port=port,
+                     workers=settings.door_workers)
+        uvicorn.run(
+            "app.door.worker:create_app", factory=True, workers=settings.door_workers,
+            http="app.door.worker:DoorProtocol", host=host, port=port, server_header=False,
+            log_config=None, timeout_keep_alive=settings.door_idle_timeout_seconds,
+            proxy_headers=bool(settings.door_trusted_proxies),
+            forwarded_allow_ips=settings.door_trusted_proxies or None,
+            **({"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}),
         )
-
-    _serve(build, settings, host, port, "vos-door", settings.door_trusted_proxies, tls)
 
 
 def load_handler(spec: str) -> Callable[[dict], dict]:
@@ -169,12 +193,19 @@ def load_handler(spec: str) -> Callable[[dict], dict]:
 
 
 def run_worker(settings: Settings, tenant_ids: list, handler_spec: str, worker_id: str,
-               drain: bool, idle_seconds: float) -> int:
+               drain: bool, idle_seconds: float | None = None, policy=None,
+               route_unassigned: bool = False) -> int:
     """Run a dispatch worker over the given tenants; returns how many tasks it worked.
 
-    `drain` stops once every queue is empty (batch jobs, tests); otherwise it polls until
-    interrupted.
+    `drain` stops once nothing is workable (batch jobs, tests); otherwise it polls until
+    interrupted. `policy` is an `app.dispatch.policy.WorkerPolicy` (e.g. the agents file's
+    `worker:` block; default: the defaults); `idle_seconds` overrides its idle_seconds.
+
+    Example:
+        run_worker(settings, [tenant_id], "pkg.mod:handle", "host/1", drain=True,
+                   policy=WorkerPolicy(max_attempts=3))
     """
+    from app.dispatch.policy import WorkerPolicy
     from app.dispatch.worker import Worker
 
     jsonlog.configure()
@@ -186,8 +217,10 @@ def run_worker(settings: Settings, tenant_ids: list, handler_spec: str, worker_i
                 assert_app_role_is_confined(pool)
             except UnsafeDatabaseRole as exc:
                 raise SystemExit(f"error: {exc}") from None
-            worker = Worker(pool, worker_id, handler)
-            jsonlog.emit(log, "worker_started", worker=worker_id, tenants=len(tenant_ids))
+            worker = Worker(pool, worker_id, handler, policy=policy or WorkerPolicy(),
+                            route_unassigned=route_unassigned)
+            jsonlog.emit(log, "worker_started", worker=worker_id, tenants=len(tenant_ids),
+                         max_attempts=worker.policy.max_attempts)
             if not drain:
                 worker.serve(tenant_ids, idle_seconds=idle_seconds)
                 return 0

@@ -1,19 +1,31 @@
 """Benchmark: accepted callbacks per second through the door vs. pgbench single-row inserts.
 
-What it measures, on this machine:
-  1. the door as shipped (`vos door serve`, uvicorn, one process) on 127.0.0.1, receiving
-     real Standard Webhooks-signed `task.create` callbacks from N concurrent clients; every
-     accepted request verifies the HMAC, inserts a callback, a task and its task_event (with
+What it measures, on this machine, in one run:
+  1. the door as shipped (`vos door serve`: uvicorn, VOS_DOOR_WORKERS processes) on
+     127.0.0.1, receiving real Standard Webhooks-signed `task.create` callbacks from N
+     concurrent keep-alive clients; every accepted request verifies the HMAC and makes one
+     round trip (`door_accept`) that inserts a callback, a task and its task_event (with
      NOTIFY) in one transaction as the RLS-confined `vos_app` role;
-  2. pgbench against the same Postgres: one `INSERT` of a single row per transaction, same
+  2. the same door refusing requests with a bad signature (401): rejected/s, and the
+     `door_reject` JSON lines counted in its log (fail2ban needs every one);
+  3. the door's memory: the RSS of its processes (the supervisor and its workers);
+  4. pgbench against the same Postgres: one `INSERT` of a single row per transaction, same
      number of clients;
-and prints accepted/s, p50/p99 latency, pgbench TPS and the ratio door/pgbench.
+and prints accepted/s, p50/p99 latency, rejected/s, RSS, pgbench TPS and the ratio
+door/pgbench, with the evidence of where the door's time goes: its CPU per callback, how
+long it sat runnable waiting for a CPU (schedstat: a busy machine starving it), and what its
+Postgres backends were doing (pg_stat_activity every 20 ms: on CPU, IO:WALSync,
+Lock:object = the NOTIFY commit lock, idle = waiting for the door).
+The load generator speaks HTTP/1.1 over raw asyncio streams with pre-signed
+requests (an HTTP client library cost more CPU per request than the door itself, on the
+same 2 cores).
 
 Postgres: DATABASE_URL (an owner/superuser DSN; a scratch database is created and dropped) or,
 when unset, a durable (fsync on) embedded Postgres in a temporary directory.
 
 Example:
     .venv/bin/python benchmarks/door.py --seconds 10 --clients 16
+    VOS_DOOR_WORKERS=2 .venv/bin/python benchmarks/door.py --seconds 10 --clients 16
 """
 
 from __future__ import annotations
@@ -30,10 +42,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import httpx
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -106,32 +118,123 @@ def signed_requests(secret: str, count: int) -> list[tuple[bytes, dict]]:
     return out
 
 
-async def hammer(url: str, requests: list, clients: int, seconds: float) -> tuple[list, dict]:
+def raw_request(port: int, path: str, body: bytes, headers: dict) -> bytes:
+    head = [f"POST {path} HTTP/1.1", f"host: 127.0.0.1:{port}",
+            f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def hammer(port: int, requests: list[bytes], clients: int,
+                 seconds: float) -> tuple[list, dict]:
+    """`clients` keep-alive connections sending the requests one after another until time or
+    requests run out; returns the latencies and a count of the statuses."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = iter(requests)
     stop_at = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
-        async def one_client() -> None:
+
+    async def one_client() -> None:
+        reader = writer = None
+        try:
             while time.monotonic() < stop_at:
                 try:
-                    body, headers = next(queue)
+                    request = next(queue)
                 except StopIteration:
                     return
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 t0 = time.perf_counter()
-                r = await client.post(url, content=body, headers=headers)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                length = next(int(line.split(":", 1)[1]) for line in lines
+                              if line.lower().startswith("content-length:"))
+                await reader.readexactly(length)
                 latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                status = int(lines[0].split()[1])
+                statuses[status] = statuses.get(status, 0) + 1
+                if any(line.lower() == "connection: close" for line in lines):
+                    writer.close()
+                    reader = writer = None
+        finally:
+            if writer is not None:
+                writer.close()
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client() for _ in range(clients)))
     return latencies, statuses
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+class WaitSampler(threading.Thread):
+    """Samples what the door's Postgres backends are doing (pg_stat_activity) every 20 ms:
+    on CPU, or waiting on a lock, the WAL, the client… the evidence of where time goes."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(daemon=True)
+        self.owner, self.stop_flag = owner, threading.Event()
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+
+    def run(self) -> None:
+        with psycopg.connect(self.owner, autocommit=True) as conn:
+            while not self.stop_flag.wait(0.02):
+                for state, kind, event in conn.execute(
+                        "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                        "WHERE application_name = 'vos-door' AND datname = current_database()"):
+                    key = (f"{kind}:{event}" if kind else "on CPU") if state == "active" \
+                        else state or "-"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                self.samples += 1
+
+    def summary(self) -> str:
+        top = sorted(self.counts.items(), key=lambda kv: -kv[1])[:6]
+        return ", ".join(f"{key} {n / max(self.samples, 1):.1f}" for key, n in top)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the door's supervisor and its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def runqueue_seconds(pids: list[int]) -> float:
+    """Time these processes' threads spent runnable but waiting for a CPU (schedstat): how
+    much a busy machine starved them, as opposed to them waiting on Postgres or clients."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes, from /proc (Linux)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_pgbench(owner: str, clients: int, seconds: int, workdir: Path) -> float:
@@ -172,23 +275,45 @@ def main() -> None:
         prepare(owner, app_password, source)
         port = free_port()
         step(f"starting `vos door serve` on 127.0.0.1:{port}")
+        door_log = tmp / "door.log"
         door = start_door(make_conninfo(owner, user="vos_app", password=app_password),
-                          secret, source, port, tmp / "door.log")
-        requests = signed_requests(secret, 4000 * args.seconds)
-        url = f"http://127.0.0.1:{port}/callbacks/{source}"
+                          secret, source, port, door_log)
+        path = f"/callbacks/{source}"
+        requests = [raw_request(port, path, body, headers)
+                    for body, headers in signed_requests(secret, 4000 * args.seconds)]
         step("warm-up (2 s)")
-        asyncio.run(hammer(url, requests[:4000], args.clients, 2))
+        asyncio.run(hammer(port, requests[:4000], args.clients, 2))
         requests = requests[4000:]
-        step(f"door: {args.clients} clients for {args.seconds} s")
-        door_cpu_before, client_cpu_before = cpu_seconds(door.pid), time.process_time()
+        pids = process_tree(door.pid)
+        step(f"door: {args.clients} clients for {args.seconds} s ({len(pids)} processes)")
+        door_cpu_before, client_cpu_before = cpu_seconds(pids), time.process_time()
+        starved_before = runqueue_seconds(pids)
+        sampler = WaitSampler(owner)
+        sampler.start()
         started = time.monotonic()
-        latencies, statuses = asyncio.run(hammer(url, requests, args.clients, args.seconds))
+        latencies, statuses = asyncio.run(hammer(port, requests, args.clients, args.seconds))
         elapsed = time.monotonic() - started
-        door_cpu = cpu_seconds(door.pid) - door_cpu_before
+        sampler.stop_flag.set()
+        sampler.join(5)
+        door_cpu = cpu_seconds(pids) - door_cpu_before
+        starved = runqueue_seconds(pids) - starved_before
         client_cpu = time.process_time() - client_cpu_before
+        load = os.getloadavg()[0]
+        step(f"door refusing bad signatures: {args.clients} clients for {args.seconds} s")
+        log_lines_before = door_log.read_text().count("\n")
+        forged = [raw_request(port, path, body, {**headers, "webhook-signature": "v1,"
+                                                 + base64.b64encode(b"x" * 32).decode()})
+                  for body, headers in signed_requests(secret, 10000 * args.seconds)]
+        started = time.monotonic()
+        _, refused = asyncio.run(hammer(port, forged, args.clients, args.seconds))
+        refused_elapsed = time.monotonic() - started
+        rss = rss_mib(process_tree(door.pid))
         door.terminate()
         door.wait(15)
         door = None
+        reject_lines = sum(
+            1 for line in door_log.read_text().splitlines()[log_lines_before:]
+            if line.startswith('{"event": "door_reject"') and '"bad_signature"' in line)
         with psycopg.connect(owner) as conn:
             stored = conn.execute("SELECT count(*) FROM callbacks").fetchone()[0]
         step(f"pgbench: single-row INSERT, {args.clients} clients for {args.seconds} s")
@@ -205,13 +330,23 @@ def main() -> None:
     accepted = statuses.get(202, 0)
     q = statistics.quantiles(latencies, n=100)
     rate = accepted / elapsed
+    rejected = refused.get(401, 0)
+    workers = os.environ.get("VOS_DOOR_WORKERS", "1")
     print(f"door accepted callbacks/s : {rate:8.1f}  ({accepted} accepted in {elapsed:.1f} s, "
-          f"statuses {dict(sorted(statuses.items()))}, {stored} rows incl. warm-up)")
+          f"statuses {dict(sorted(statuses.items()))}, {stored} rows incl. warm-up; "
+          f"{workers} worker(s))")
     print(f"door latency p50 / p99    : {q[49] * 1000:8.1f} ms / {q[98] * 1000:.1f} ms")
     print(f"CPU during the door run   : door {door_cpu / elapsed:.0%} of a core, "
           f"load generator {client_cpu / elapsed:.0%} ({os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}); door CPU per accepted callback "
-          f"{door_cpu / max(accepted, 1) * 1000:.2f} ms")
+          f"load average {load:.1f}); door CPU per accepted callback "
+          f"{door_cpu / max(accepted, 1) * 1000:.2f} ms; door runnable but waiting for a CPU "
+          f"{starved / elapsed:.0%} of the time")
+    print(f"door's Postgres backends  : {sampler.summary()} (average number of backends "
+          "in each state, sampled every 20 ms)")
+    print(f"door rejected requests/s  : {rejected / refused_elapsed:8.1f}  ({rejected} bad "
+          f"signatures answered 401, statuses {dict(sorted(refused.items()))}; "
+          f"{reject_lines} door_reject lines logged)")
+    print(f"door memory (RSS)         : {rss:8.1f} MiB (all door processes)")
     print(f"pgbench single-row INSERT : {tps:8.1f} TPS")
     print(f"ratio door / pgbench      : {rate / tps:8.3f}")
 

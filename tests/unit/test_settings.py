@@ -52,3 +52,19 @@ def test_bad_door_secrets_are_refused_without_echoing_them(monkeypatch, value, m
     with pytest.raises(ValidationError, match=message) as err:
         Settings()
     assert "not-base64" not in str(err.value)
+
+
+def test_root_keeps_the_embedded_postgres_where_the_postgres_user_can_reach_it(monkeypatch):
+    """As root the server runs as `postgres`, which cannot traverse /root (0700): `vos dev`
+    as root used to stop there; an ordinary user keeps it in their home."""
+    from pathlib import Path
+
+    from app.settings import Settings, default_embedded_pg_dir
+
+    assert default_embedded_pg_dir(uid=0) == Path("/var/lib/vos/postgres")
+    assert default_embedded_pg_dir(uid=1000, home=Path("/home/ada")) == Path(
+        "/home/ada/.local/share/vos/postgres")
+    monkeypatch.delenv("VOS_EMBEDDED_PG_DIR", raising=False)
+    assert Settings().embedded_pg_dir == default_embedded_pg_dir()
+    monkeypatch.setenv("VOS_EMBEDDED_PG_DIR", "/tmp/elsewhere")
+    assert Settings().embedded_pg_dir == Path("/tmp/elsewhere")

@@ -144,7 +144,7 @@ def run(owner_dsn: str, tasks: int, ledger_rows: int, runs: int) -> None:
     app = create_api_app(pool)
     loop = asyncio.new_event_loop()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                               base_url="http://bench", headers={
+                               base_url="http://127.0.0.1", headers={
                                    "Authorization": f"Bearer {token}"})
 
     def get(path: str):

@@ -1,4 +1,5 @@
-"""Fail2ban invariants (INVARIANTS.md §9): running, systemd backend, sshd/recidive/door jails.
+"""Fail2ban invariants (INVARIANTS.md §9): running, systemd backend, sshd/recidive/door/login
+jails.
 
 Run alone: pytest -p checks.plugin checks/test_fail2ban.py --hosts=ssh://HOST
 """
@@ -12,6 +13,7 @@ from checks.invariants import parse_fail2ban_dump, parse_fail2ban_status
 expect, mesh_ip = plugin.expect, plugin.mesh_ip
 
 DOOR_JAIL = "vos-door"
+LOGIN_JAIL = "vos-login"  # failed Command Center sign-ins (issue #14)
 FIX = "re-run the deploy (fail2ban step) or `sudo systemctl restart fail2ban`"
 
 
@@ -33,7 +35,7 @@ def test_fail2ban_running(host):
         f" — {FIX}; `journalctl -u fail2ban` says why")
 
 
-@pytest.mark.parametrize("jail", ["sshd", "recidive", DOOR_JAIL])
+@pytest.mark.parametrize("jail", ["sshd", "recidive", DOOR_JAIL, LOGIN_JAIL])
 def test_jail_active(host, jail):
     """Each required jail is loaded."""
     running = parse_fail2ban_status(client(host, "status"))
@@ -41,7 +43,7 @@ def test_jail_active(host, jail):
                             f"{running or 'none'}) — {FIX}"
 
 
-@pytest.mark.parametrize("jail", ["sshd", DOOR_JAIL])
+@pytest.mark.parametrize("jail", ["sshd", DOOR_JAIL, LOGIN_JAIL])
 def test_journal_jails_use_systemd_backend(host, jail):
     """backend = systemd (no auth.log on Debian; right for Ubuntu 24.04 too)."""
     backends = parse_fail2ban_dump(client(host, "-d"))

@@ -1,43 +1,68 @@
 """The private dispatch API (FastAPI), bound to the mesh address, never to the internet.
 
-Every tenant route takes the tenant from the `X-VOS-Tenant` header (a UUID) and runs in one
-`tenant_transaction`, so row-level security confines it: another tenant's task is simply
-"not found". The mesh is the authentication boundary of this API (see the report).
+Every route except `/healthz` and `/readyz` needs an operator token:
+`Authorization: Bearer vost_…` (`vos operator create`; app/ui/auth.py). The tenant comes from
+the token, never from a header: the request runs in one `tenant_transaction` for the token's
+tenant, so row-level security confines it (another tenant's task is simply "not found"). A
+missing, malformed, unknown or revoked token gets 401 at once. The Command Center under /ui
+uses the same tokens (a server-side session for browsers).
+
+Only the Host names in `allowed_hosts` are served (a foreign Host gets 400): a browser that a
+rebinding DNS name points at the mesh address cannot reach the API. `vos api serve` allows the
+bind address (unless 0.0.0.0), 127.0.0.1, localhost and `VOS_API_ALLOWED_HOSTS`.
+
+OpenAPI: `/docs` and `/redoc` are off (Swagger UI would load script from a CDN);
+`GET /openapi.json` answers with a valid Bearer token only.
 
 Routes:
-    GET  /healthz                     process up (no I/O)
+    GET  /healthz                     process up (no I/O; no credential)
     GET  /readyz                      a Postgres round trip as the confined app role, else 503
+                                      (no credential)
+    GET  /openapi.json                the schema (Bearer)
     POST /agents, GET /agents
-    POST /tasks, GET /tasks?status=&assignee_id=, GET /tasks/{id}, DELETE /tasks/{id}
+    POST /tasks, GET /tasks?status=&assignee_id=, DELETE /tasks/{id}
+    GET  /tasks/{id}                  the task with its reply, passages used, ledger attempts
+                                      and events (app.dispatch.tasks.task_detail)
+    POST /tasks/{id}/review {"approve": bool, "comment": …}   Review → Approved / Rejected
     POST /tasks/{id}/assign {"assignee_id": …}, POST /tasks/{id}/move {"status": …}
     GET  /tasks/{id}/events, GET /events?after_id=
+    GET  /documents, POST /documents {source, text, title?, content_type?},
+    DELETE /documents/{id}            (app/agents/documents.py: same rules as `vos docs add`)
 
-Errors: 404 unknown row, 409 forbidden status step, 422 bad input, 503 Postgres unreachable
+Errors: 401 no valid token, 400 foreign Host, 404 unknown row, 409 forbidden status step,
+422 bad input, 413 document over the size limit, 503 Postgres unreachable
 (within `timeout` seconds, logged as one `db_unavailable` line; nothing is queued or written
 anywhere else).
 
 Example:
-    app = create_api_app(open_pool(dsn))
+    app = create_api_app(open_pool(dsn), allowed_hosts=["100.64.0.1", "127.0.0.1"])
     uvicorn.run(app, host="100.64.0.1", port=8080)
+    # curl -H "Authorization: Bearer $TOKEN" http://100.64.0.1:8080/tasks
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import jsonlog
+from app.agents import documents as docs
 from app.db import UnsafeDatabaseRole, assert_app_role_is_confined, tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.status import InvalidTransition, Priority, Status
+from app.ui import auth
 
 log = logging.getLogger("vos.api")
 
@@ -61,6 +86,17 @@ class TaskIn(BaseModel):
     status: Status = Status.DRAFT
 
 
+class DocumentIn(BaseModel):
+    """A document sent as text; `content_type` markdown | text | html (or text/…), else
+    inferred from the source's extension."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, max_length=docs.MAX_SOURCE_CHARS)
+    text: str = Field(max_length=docs.MAX_DOCUMENT_BYTES)  # bytes are checked after encoding
+    title: str | None = Field(default=None, max_length=500)
+    content_type: str | None = Field(default=None, max_length=40)
+
+
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     assignee_id: uuid.UUID | None
@@ -71,17 +107,119 @@ class MoveIn(BaseModel):
     status: Status
 
 
-def tenant_header(
-    x_vos_tenant: Annotated[str, Header(description="tenant UUID")],
-) -> uuid.UUID:
-    """The tenant of this request, from `X-VOS-Tenant`."""
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    approve: bool
+    comment: str = Field(default="", max_length=repo.MAX_REVIEW_COMMENT)
+
+    @model_validator(mode="after")
+    def _reject_says_why(self) -> ReviewIn:
+        if not self.approve and not self.comment.strip():
+            raise ValueError("comment: say what to change when rejecting")
+        return self
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+UNAUTHORIZED = "a valid operator token is required: Authorization: Bearer vost_… " \
+               "(`vos operator create`)"
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer …` header, or None."""
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def current_operator(request: Request) -> auth.Operator:
+    """The operator whose Bearer token came with this request; 401 otherwise (also for a
+    revoked token: the lookup runs on every request)."""
+    token = bearer_token(request)
+    operator = None
+    if token:
+        operator = await run_in_threadpool(auth.authenticate, request.app.state.vos_pool, token)
+    if operator is None:
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    return operator
+
+
+async def current_tenant(operator: Annotated[auth.Operator, Depends(current_operator)]
+                         ) -> uuid.UUID:
+    """The tenant of this request: always the token's."""
+    return operator.tenant_id
+
+
+Tenant = Annotated[uuid.UUID, Depends(current_tenant)]
+
+
+def _host_key(host: str) -> str:
+    """A Host header (or allowlist entry) without its port, lowercased; IPv6 unbracketed."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+class HostAllowlist:
+    """Answer 400 to any request whose Host header is not in the allowlist (ASGI middleware).
+
+    Like Starlette's TrustedHostMiddleware, but IPv6-aware (`[::1]:8080`) and it logs the
+    refusal as one JSON line. Defeats DNS rebinding: a page on evil.example whose name now
+    resolves to the mesh address still sends `Host: evil.example`.
+
+    Example:
+        app.add_middleware(HostAllowlist, allowed=["100.64.0.1", "127.0.0.1", "localhost"])
+    """
+
+    def __init__(self, app: ASGIApp, allowed: set[str]):
+        self.app = app
+        self.allowed = allowed  # shared with app.state.allowed_hosts (see allow_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        if _host_key(host) in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        jsonlog.emit(log, "host_refused", level=logging.WARNING,
+                     src=(scope.get("client") or ("?",))[0], host=host[:100])
+        response = JSONResponse({"detail": "unknown Host: this API answers to its mesh address "
+                                 "and the names in VOS_API_ALLOWED_HOSTS only"}, 400)
+        await response(scope, receive, send)
+
+
+def allow_hosts(app: FastAPI, hosts: Iterable[str]) -> None:
+    """Let `app` answer to more Host names (e.g. `vos dev` once it knows its bind address).
+
+    Example:
+        allow_hosts(app, api_allowed_hosts("100.64.0.1"))
+    """
+    app.state.allowed_hosts.update(_host_key(h) for h in hosts if h.strip())
+
+
+def api_allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
+    """The Host names `vos api serve` answers to: the bind address (unless it is a wildcard),
+    loopback, and the configured extra names.
+
+    Example:
+        >>> api_allowed_hosts("100.64.0.1", ["vos.tail1234.ts.net"])
+        ['100.64.0.1', '127.0.0.1', 'localhost', '::1', 'vos.tail1234.ts.net']
+        >>> api_allowed_hosts("0.0.0.0")
+        ['127.0.0.1', 'localhost', '::1']
+    """
+    hosts: list[str] = []
     try:
-        return uuid.UUID(x_vos_tenant)
+        wildcard = ipaddress.ip_address(bind_host).is_unspecified
     except ValueError:
-        raise HTTPException(422, "X-VOS-Tenant must be a tenant UUID") from None
-
-
-Tenant = Annotated[uuid.UUID, Depends(tenant_header)]
+        wildcard = False
+    for host in ([] if wildcard else [bind_host]) + list(LOCAL_HOSTS) + list(extra):
+        if host and host not in hosts:
+            hosts.append(host)
+    return hosts
 
 
 def check_ready(pool: ConnectionPool) -> str:
@@ -89,9 +227,17 @@ def check_ready(pool: ConnectionPool) -> str:
     return assert_app_role_is_confined(pool)
 
 
-def create_api_app(pool: ConnectionPool) -> FastAPI:
-    """Build the API around a pool of `vos_app` connections."""
-    app = FastAPI(title="Agent VOS dispatch API (private)", version="1")
+def create_api_app(pool: ConnectionPool,
+                   allowed_hosts: Iterable[str] = LOCAL_HOSTS) -> FastAPI:
+    """Build the API around a pool of `vos_app` connections, answering only to
+    `allowed_hosts` (default: loopback names; `vos api serve` adds the mesh address)."""
+    # docs off: the schema is served below, behind the Bearer check, for API clients only
+    app = FastAPI(title="Agent VOS dispatch API (private)", version="1", docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.vos_pool = pool
+    app.state.allowed_hosts = set()
+    allow_hosts(app, allowed_hosts)
+    app.add_middleware(HostAllowlist, allowed=app.state.allowed_hosts)
     _install_error_handlers(app)
 
     def tx(tenant: uuid.UUID):
@@ -105,6 +251,10 @@ def create_api_app(pool: ConnectionPool) -> FastAPI:
     def readyz() -> dict:
         role = check_ready(pool)
         return {"status": "ready", "role": role}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_tenant: Tenant) -> dict:
+        return app.openapi()
 
     @app.post("/agents", status_code=201)
     def create_agent(agent: AgentIn, tenant: Tenant) -> dict:
@@ -134,7 +284,12 @@ def create_api_app(pool: ConnectionPool) -> FastAPI:
     @app.get("/tasks/{task_id}")
     def get_task(task_id: uuid.UUID, tenant: Tenant) -> dict:
         with tx(tenant) as conn:
-            return repo.get_task(conn, task_id)
+            return repo.task_detail(conn, task_id)
+
+    @app.post("/tasks/{task_id}/review")
+    def review_task(task_id: uuid.UUID, body: ReviewIn, tenant: Tenant) -> dict:
+        with tx(tenant) as conn:
+            return repo.review_task(conn, task_id, body.approve, body.comment)
 
     @app.delete("/tasks/{task_id}", status_code=204)
     def delete_task(task_id: uuid.UUID, tenant: Tenant) -> None:
@@ -166,6 +321,30 @@ def create_api_app(pool: ConnectionPool) -> FastAPI:
         with tx(tenant) as conn:
             return repo.list_events(conn, after_id=after_id, limit=limit)
 
+    @app.get("/documents")
+    def list_documents(tenant: Tenant) -> list[dict]:
+        with tx(tenant) as conn:
+            return docs.list_documents(conn)
+
+    @app.post("/documents", status_code=201)
+    def add_document(body: DocumentIn, tenant: Tenant, response: Response) -> dict:
+        # validated before the transaction opens: a refused document writes nothing
+        doc = docs.prepare(body.source, body.text.encode("utf-8"), body.content_type,
+                           body.title)
+        with tx(tenant) as conn:
+            result = docs.ingest(conn, tenant, doc)
+        if result.action != "added":
+            response.status_code = 200
+        return {"id": result.document_id, "action": result.action, "source": doc.source,
+                "title": doc.title, "passages": result.passages, "size_bytes": doc.size_bytes,
+                "sha256": doc.sha256}
+
+    @app.delete("/documents/{document_id}", status_code=204)
+    def delete_document(document_id: uuid.UUID, tenant: Tenant) -> None:
+        with tx(tenant) as conn:
+            if docs.remove_document(conn, str(document_id)) is None:
+                raise repo.NotFound(f"no document {document_id}")
+
     from app.ui import mount_ui  # the Command Center (/ui) lives here: mesh only, never the door
 
     mount_ui(app, pool)
@@ -185,6 +364,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidTransition)
     def invalid_transition(_req: Request, exc: InvalidTransition) -> JSONResponse:
         return answer(409, str(exc))
+
+    @app.exception_handler(docs.DocumentError)
+    def bad_document(_req: Request, exc: docs.DocumentError) -> JSONResponse:
+        return answer(413 if exc.too_large else 422, f"document refused: {exc}")
 
     @app.exception_handler(repo.BadReference)
     def bad_reference(_req: Request, exc: repo.BadReference) -> JSONResponse:

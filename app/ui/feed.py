@@ -158,6 +158,12 @@ def describe(event: dict) -> str:
         return "work result recorded"
     if kind == "work.failed":
         return f"work failed: {str(payload.get('error', ''))[:120]}"
+    if kind in ("review.approved", "review.rejected"):
+        comment = str(payload.get("comment") or "")[:120]
+        verdict = "approved" if kind == "review.approved" else "rejected"
+        return f"{verdict}: “{comment}”" if comment else verdict
+    if kind == "work.retry":
+        return "retried after failing"
     return kind.replace("_", " ")
 
 
@@ -183,20 +189,53 @@ def sse_message(event: dict) -> str:
 
 async def event_stream(pool: ConnectionPool, hub: NotifyHub, tenant_id: uuid.UUID,
                        after_id: int, is_disconnected: Callable[[], Any],
-                       keepalive_seconds: float = 15.0) -> AsyncIterator[str]:
+                       keepalive_seconds: float = 15.0,
+                       still_signed_in: Callable[[], bool] | None = None,
+                       recheck_seconds: float = 3.0) -> AsyncIterator[str]:
     """Yield SSE messages for every event after `after_id`, then live ones, until the client
-    goes away. The database reads run in the thread pool (psycopg here is synchronous)."""
+    goes away or its credential does. The database reads run in the thread pool (psycopg here
+    is synchronous).
+
+    `still_signed_in` (a blocking check, e.g. the session lookup) runs every
+    `recheck_seconds` while the stream is open, also while it is idle: after sign-out or a
+    token's revocation the stream sends a `session_ended` event and closes within about that
+    long (the page's script then reloads to the sign-in form). A check that errors ends the
+    stream too (fail closed).
+
+    Example:
+        event_stream(pool, hub, tenant_id, 0, request.is_disconnected,
+                     still_signed_in=lambda: auth.session_operator(pool, sid) is not None)
+    """
     key, wake = hub.subscribe(tenant_id)
     last = after_id
+    clock = asyncio.get_running_loop().time
+    next_check = clock() + recheck_seconds
+    next_keepalive = clock() + keepalive_seconds
     try:
         yield "retry: 1000\n\n"
         while True:
             if await is_disconnected():
                 return
+            deadline = min(next_keepalive, next_check if still_signed_in else next_keepalive)
             try:
-                await asyncio.wait_for(wake.wait(), keepalive_seconds)
+                await asyncio.wait_for(wake.wait(), max(0.05, deadline - clock()))
             except TimeoutError:
-                yield ": keepalive\n\n"
+                pass
+            if still_signed_in is not None and clock() >= next_check:
+                try:
+                    valid = await run_in_threadpool(still_signed_in)
+                except Exception as exc:  # noqa: BLE001 - fail closed, say why in the log
+                    jsonlog.emit(log, "ui_stream_check_failed", level=logging.WARNING,
+                                 error=type(exc).__name__)
+                    valid = False
+                if not valid:
+                    yield "event: session_ended\ndata: {}\n\n"
+                    return
+                next_check = clock() + recheck_seconds
+            if not wake.is_set():
+                if clock() >= next_keepalive:
+                    yield ": keepalive\n\n"
+                    next_keepalive = clock() + keepalive_seconds
                 continue
             wake.clear()  # cleared before reading: a NOTIFY during the read sets it again
             while True:
@@ -206,5 +245,6 @@ async def event_stream(pool: ConnectionPool, hub: NotifyHub, tenant_id: uuid.UUI
                     yield sse_message(row)
                 if len(rows) < BATCH:
                     break
+            next_keepalive = clock() + keepalive_seconds
     finally:
         hub.unsubscribe(key)

@@ -4,13 +4,27 @@ Pages (server-rendered Jinja2; each has a `/fragment` twin that the page's scrip
     GET  /ui/board      duty board + live feed      GET /ui/board/fragment
     GET  /ui/org        org chart                    GET /ui/org/fragment
     GET  /ui/costs      cost tracker                 GET /ui/costs/fragment
+    GET  /ui/tasks/{id} one task: reply, passages used, attempts, events, review
+    GET  /ui/documents  documents retrieval searches (upload: multipart, see upload_fields)
     GET  /ui/feed/stream  Server-Sent Events (Last-Event-ID or ?after= resumes)
-Forms (CSRF token required with the session cookie; not with a Bearer token):
+Forms (CSRF value required with the session cookie; not with a Bearer token):
     POST /ui/tasks, /ui/tasks/{id}/assign, /ui/tasks/{id}/move, /ui/logout
-Sign-in: GET/POST /ui/login (operator token, see app/ui/auth.py).
+    POST /ui/tasks/{id}/review (decision=approve|reject, comment), /ui/tasks/{id}/retry
+    POST /ui/documents (multipart upload), /ui/documents/{id}/remove
+Sign-in: GET/POST /ui/login, POST /ui/logout (app/ui/auth.py).
 
-Errors a person can fix (a forbidden status step, an empty title, an unknown agent) come back
-as a banner on the board; nothing is written.
+Credentials: every route except GET/POST /ui/login and /ui/static needs either a browser
+session (the `vos_session` cookie: a random id, stored hashed, that POST /ui/login starts
+after the operator pastes their token and presses the button on our page) or an
+`Authorization: Bearer vost_…` token. Pages redirect to the sign-in form without one; the
+feed and fragments answer 401. Failed sign-ins are limited per source address (5 a minute,
+then 429 with Retry-After) and logged as `{"event": "login_failed", "src": …}` lines for the
+`vos-login` fail2ban jail.
+
+Banners: errors a person can fix (a forbidden status step, an empty title, an unknown agent)
+come back as a banner after the redirect; nothing is written. The text travels in a
+short-lived, HMAC-signed, HttpOnly cookie (`vos_flash`), never in the URL: `?error=` and
+`?notice=` only take fixed codes (ERROR_CODES / NOTICE_CODES); unknown codes show nothing.
 
 Example:
     app = create_api_app(pool)      # calls mount_ui(app, pool)
@@ -18,12 +32,18 @@ Example:
 """
 
 
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import secrets
 import uuid
-from pathlib import Path
+from email import policy as email_policy
+from email.parser import BytesParser
+from pathlib import Path, PurePath
 from typing import Annotated
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -35,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app import jsonlog
+from app.agents import documents as docs
 from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.status import InvalidTransition, Priority, Status
@@ -44,6 +65,7 @@ log = logging.getLogger("vos.ui")
 HERE = Path(__file__).parent
 SESSION_COOKIE = "vos_session"
 LOGIN_CSRF_COOKIE = "vos_login_csrf"
+FLASH_COOKIE = "vos_flash"
 PREFIX = "/ui"
 MAX_FORM_BYTES = 64 * 1024
 
@@ -55,6 +77,18 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
+}
+
+
+# The only banner texts a URL can ask for: `?error=<code>` / `?notice=<code>`.
+ERROR_CODES = {
+    "bad_token": "That token is not valid (mistyped, revoked, or of another database). Ask "
+                 "the owner for a new one: vos operator create.",
+    "session_ended": "Your session has ended (signed out, expired, or the token was revoked). "
+                     "Sign in again.",
+}
+NOTICE_CODES = {
+    "signed_out": "Signed out. This session no longer works, on this browser or any other.",
 }
 
 
@@ -98,12 +132,60 @@ def _bearer(authorization: str | None) -> str | None:
     return None
 
 
-def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class Flash:
+    """One banner text carried across a redirect in a signed cookie (never in the URL).
+
+    Signed with a per-process key, so only this process's answers can set a banner; a
+    restart drops an unread one.
+
+    Example:
+        >>> flash = Flash(b"k" * 32)
+        >>> flash.read(flash.value("notice", "“t” created"))
+        ('notice', '“t” created')
+        >>> flash.read("forged.value") is None
+        True
+    """
+
+    def __init__(self, key: bytes | None = None):
+        self.key = key or secrets.token_bytes(32)
+
+    def _mac(self, raw: bytes) -> str:
+        return hmac.new(self.key, raw, hashlib.sha256).hexdigest()[:32]
+
+    def value(self, kind: str, text: str) -> str:
+        raw = json.dumps([kind, text[:300]]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + self._mac(raw)
+
+    def read(self, value: str | None) -> tuple[str, str] | None:
+        body, _, mac = (value or "").partition(".")
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except ValueError:
+            return None
+        if not mac or not hmac.compare_digest(self._mac(raw), mac):
+            return None
+        kind, text = json.loads(raw)
+        return (kind, text) if kind in ("error", "notice") else None
+
+
+def mount_ui(app: FastAPI, pool: ConnectionPool, *, stream_recheck_seconds: float = 3.0,
+             login_limiter: auth.LoginLimiter | None = None) -> None:
     """Add the Command Center to the private API app.
+
+    `stream_recheck_seconds`: how often an open live feed re-checks its session (it closes
+    that soon after sign-out or revocation). `login_limiter`: failed sign-ins per source
+    (default 5 a minute).
 
     Example:
         mount_ui(app, pool)     # /ui/… routes, /ui/static, the LISTEN hub (lazy)
     """
+    limiter = login_limiter or auth.LoginLimiter()
+    app.state.ui_login_limiter = limiter
+    flash = Flash()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(prefix=PREFIX, initials=views.initials)
     templates.env.trim_blocks = templates.env.lstrip_blocks = True  # leaner HTML, big boards
@@ -113,11 +195,15 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
 
     def operator_from(request: Request,
                       authorization: Annotated[str | None, Header()] = None) -> auth.Operator:
+        """Bearer token (API clients, tests) or the browser's session; never anything else."""
         bearer = _bearer(authorization)
-        operator = auth.authenticate(pool, bearer or request.cookies.get(SESSION_COOKIE))
+        if bearer is not None:
+            operator = auth.authenticate(pool, bearer)
+        else:
+            operator = auth.session_operator(pool, request.cookies.get(SESSION_COOKIE))
         if operator is None:
             raise NeedLogin()
-        request.state.via_bearer = bearer is not None
+        request.state.via_bearer = not operator.via_session
         return operator
 
     Op = Annotated[auth.Operator, Depends(operator_from)]
@@ -126,28 +212,45 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
         form = await read_form(request)
         if request.state.via_bearer:
             return form
-        if not same_origin(request) or not auth.csrf_matches(operator.token,
+        if not same_origin(request) or not auth.csrf_matches(operator.secret,
                                                              form.get("csrf_token")):
             raise CsrfRefused()
         return form
 
     def page(request: Request, name: str, operator: auth.Operator | None, **context):
+        # banners: a fixed text per known code from the URL, or the signed flash cookie;
+        # no text from the URL is ever rendered
+        banner = {"error": ERROR_CODES.get(request.query_params.get("error", ""), ""),
+                  "notice": NOTICE_CODES.get(request.query_params.get("notice", ""), "")}
+        full_page = not name.startswith("_")  # fragments never consume the banner
+        flashed = flash.read(request.cookies.get(FLASH_COOKIE)) if full_page else None
+        if flashed:
+            banner[flashed[0]] = flashed[1]
         context.update(operator=operator,
-                       csrf=auth.csrf_for(operator.token) if operator else "",
-                       error=request.query_params.get("error", "")[:300],
-                       notice=request.query_params.get("notice", "")[:300])
+                       csrf=auth.csrf_for(operator.secret)
+                       if operator and operator.via_session else "", **banner)
         response = templates.TemplateResponse(request, name, context)
         response.headers.update(SECURITY_HEADERS)
+        if full_page and FLASH_COOKIE in request.cookies:
+            response.delete_cookie(FLASH_COOKIE, path=PREFIX)
+        return response
+
+    def redirect(path: str, error: str = "", notice: str = "") -> RedirectResponse:
+        """303 to `path`, with the banner text in the signed flash cookie."""
+        response = RedirectResponse(f"{PREFIX}{path}", 303)
+        if error or notice:
+            response.set_cookie(FLASH_COOKIE, flash.value("error" if error else "notice",
+                                                          error or notice),
+                                httponly=True, samesite="strict", path=PREFIX, max_age=300)
         return response
 
     def back_to_board(error: str = "", notice: str = "") -> RedirectResponse:
-        query = urlencode({k: v for k, v in (("error", error), ("notice", notice)) if v})
-        return RedirectResponse(f"{PREFIX}/board" + (f"?{query}" if query else ""), 303)
+        return redirect("/board", error, notice)
 
     # -- sign-in -----------------------------------------------------------------------------
 
     @router.get("/")
-    def home() -> RedirectResponse:
+    def home(_operator: Op) -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/board", 303)
 
     @router.get("/login")
@@ -160,7 +263,17 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
+        src = _source(request)
+        wait = limiter.retry_after(src)
+        if wait:
+            jsonlog.emit(log, "login_failed", level=logging.WARNING, src=src,
+                         reason="rate_limited", status=429)
+            return HTMLResponse(f"Too many failed sign-ins from your address: try again in "
+                                f"{wait} seconds.", 429,
+                                headers={**SECURITY_HEADERS, "Retry-After": str(wait)})
         form = await read_form(request)
+        # the nonce cookie is SameSite=Strict and set by our own form: a POST from another
+        # site (login CSRF) arrives without it and is refused before the token is looked at
         nonce = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not same_origin(request) or not nonce or not secrets.compare_digest(
                 nonce, form.get("csrf_token", "")):
@@ -168,23 +281,29 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
         token = form.get("token", "").strip()
         operator = await run_in_threadpool(auth.authenticate, pool, token)
         if operator is None:
-            jsonlog.emit(log, "ui_login_refused", level=logging.WARNING,
-                         source=request.client.host if request.client else None)
-            return RedirectResponse(f"{PREFIX}/login?" + urlencode(
-                {"error": "That token is not valid (mistyped, revoked, or of another "
-                          "database). Ask the owner for a new one: vos operator create."}), 303)
+            limiter.fail(src)
+            jsonlog.emit(log, "login_failed", level=logging.WARNING, src=src,
+                         reason="bad_token", status=303)
+            return RedirectResponse(f"{PREFIX}/login?error=bad_token", 303)
+        session_id = await run_in_threadpool(auth.start_session, pool, operator)
         await run_in_threadpool(auth.record_login, pool, operator)
-        jsonlog.emit(log, "ui_login", tenant=str(operator.tenant_id), operator=operator.name)
+        jsonlog.emit(log, "ui_login", src=src, tenant=str(operator.tenant_id),
+                     operator=operator.name)
         response = RedirectResponse(f"{PREFIX}/board", 303)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path=PREFIX,
-                            secure=request.url.scheme == "https", max_age=30 * 24 * 3600)
+        response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict",
+                            path=PREFIX, secure=request.url.scheme == "https",
+                            max_age=auth.SESSION_MAX_SECONDS)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
         return response
 
     @router.post("/logout")
     async def logout(request: Request, operator: Op) -> Response:
         await checked_form(request, operator)
-        response = RedirectResponse(f"{PREFIX}/login", 303)
+        if operator.via_session:  # ended server-side: a captured copy of the cookie is dead
+            await run_in_threadpool(auth.end_session, pool, operator.secret)
+            jsonlog.emit(log, "ui_logout", tenant=str(operator.tenant_id),
+                         operator=operator.name)
+        response = RedirectResponse(f"{PREFIX}/login?notice=signed_out", 303)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
 
@@ -211,8 +330,16 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
         resume = after
         if last_event_id and last_event_id.isdigit():
             resume = int(last_event_id)  # the browser's reconnect: exactly what it missed
+        secret = operator.secret
+        if operator.via_session:
+            def still_signed_in() -> bool:
+                return auth.session_operator(pool, secret) is not None
+        else:
+            def still_signed_in() -> bool:
+                return auth.authenticate(pool, secret) is not None
         stream = feed.event_stream(pool, hub, operator.tenant_id, max(resume, 0),
-                                   request.is_disconnected)
+                                   request.is_disconnected, still_signed_in=still_signed_in,
+                                   recheck_seconds=stream_recheck_seconds)
         return StreamingResponse(stream, media_type="text/event-stream", headers={
             "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -265,6 +392,56 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
             return back_to_board(f"Not applied: {str(exc).splitlines()[0]}")
         return back_to_board(notice=f"“{task['title'][:80]}” {what}")
 
+    # -- one task: what the agent answered, from what, at what cost -------------------------
+
+    def back_to_task(task_id: uuid.UUID, error: str = "", notice: str = "") -> RedirectResponse:
+        return redirect(f"/tasks/{task_id}", error, notice)
+
+    @router.get("/tasks/{task_id}")
+    def task_page(request: Request, task_id: str, operator: Op) -> Response:
+        try:
+            detail = views.load_task_detail(pool, operator.tenant_id, uuid.UUID(task_id))
+        except (ValueError, repo.NotFound):  # a bad id and another tenant's id look the same
+            response = templates.TemplateResponse(request, "error.html", {
+                "title": "No such task",
+                "message": "This task does not exist in your workspace.",
+                "operator": operator}, status_code=404)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+        return page(request, "task.html", operator, task=detail, view="board")
+
+    @router.post("/tasks/{task_id}/review")
+    async def review_task(request: Request, task_id: uuid.UUID, operator: Op) -> Response:
+        form = await checked_form(request, operator)
+        decision = form.get("decision", "")
+        if decision not in ("approve", "reject"):
+            return back_to_task(task_id, "Not reviewed: decision must be approve or reject")
+        return await _task_change(operator, task_id, "approved" if decision == "approve"
+                                  else "rejected", lambda conn: repo.review_task(
+                                      conn, task_id, decision == "approve",
+                                      form.get("comment", "")))
+
+    @router.post("/tasks/{task_id}/retry")
+    async def retry_task(request: Request, task_id: uuid.UUID, operator: Op) -> Response:
+        await checked_form(request, operator)
+        return await _task_change(operator, task_id, "queued again",
+                                  lambda conn: repo.retry_task(conn, task_id))
+
+    async def _task_change(operator: auth.Operator, task_id: uuid.UUID, what: str,
+                           change) -> Response:
+        """Like `_change`, but the answer (notice or refusal) lands on the task's page."""
+        def run():
+            with tenant_transaction(pool, operator.tenant_id,
+                                    actor=f"ui:{operator.name}") as conn:
+                return change(conn)
+        try:
+            await run_in_threadpool(run)
+        except (InvalidTransition, repo.NotFound, repo.BadReference, ValueError) as exc:
+            return back_to_task(task_id, f"Not applied: {exc}")
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            return back_to_task(task_id, f"Not applied: {str(exc).splitlines()[0]}")
+        return back_to_task(task_id, notice=f"Task {what}")
+
     # -- org chart and cost tracker ----------------------------------------------------------
 
     @router.get("/org")
@@ -287,19 +464,133 @@ def mount_ui(app: FastAPI, pool: ConnectionPool) -> None:
         return page(request, "_costs.html", operator,
                     costs=views.load_costs(pool, operator.tenant_id))
 
+    # -- documents (app/agents/documents.py: the same rules as `vos docs add`) ----------------
+
+    def back_to_documents(error: str = "", notice: str = "") -> RedirectResponse:
+        return redirect("/documents", error, notice)
+
+    @router.get("/documents")
+    def documents_page(request: Request, operator: Op) -> Response:
+        with tenant_transaction(pool, operator.tenant_id, actor=f"ui:{operator.name}") as conn:
+            rows = docs.list_documents(conn)
+        return page(request, "documents.html", operator, documents=rows, view="documents",
+                    max_bytes=docs.MAX_DOCUMENT_BYTES, human_size=docs.human_size)
+
+    @router.post("/documents")
+    async def upload_documents(request: Request, operator: Op) -> Response:
+        fields, files = await upload_fields(request)
+        if fields.get("_too_large"):  # refused unread, so before the CSRF check: no write
+            return back_to_documents(f"Nothing added: the upload is over {MAX_UPLOAD_BYTES} "
+                                     f"bytes (each file at most {docs.MAX_DOCUMENT_BYTES})")
+        if not request.state.via_bearer and (not same_origin(request) or not auth.csrf_matches(
+                operator.secret, fields.get("csrf_token"))):
+            raise CsrfRefused()
+        if not files:
+            return back_to_documents("Nothing added: choose a file first")
+        try:  # every file is checked before anything is written
+            prepared = [docs.prepare(_supported(name), data) for name, data in files]
+        except docs.DocumentError as exc:
+            return back_to_documents(f"Nothing added: {exc}")
+
+        def write():
+            with tenant_transaction(pool, operator.tenant_id,
+                                    actor=f"ui:{operator.name}") as conn:
+                return [docs.ingest(conn, operator.tenant_id, d) for d in prepared]
+        try:
+            results = await run_in_threadpool(write)
+        except psycopg.Error as exc:
+            return back_to_documents(f"Nothing added: {str(exc).splitlines()[0]}")
+        return back_to_documents(notice="; ".join(
+            f"{d.source} {r.action} ({r.passages} passages)"
+            for d, r in zip(prepared, results, strict=True)))
+
+    @router.post("/documents/{document_id}/remove")
+    async def remove_document(request: Request, document_id: uuid.UUID,
+                              operator: Op) -> Response:
+        await checked_form(request, operator)
+
+        def run():
+            with tenant_transaction(pool, operator.tenant_id,
+                                    actor=f"ui:{operator.name}") as conn:
+                return docs.remove_document(conn, str(document_id))
+        row = await run_in_threadpool(run)
+        if row is None:
+            return back_to_documents("Not removed: no such document (already removed?)")
+        return back_to_documents(notice=f"{row['source'] or row['title']} removed")
+
     app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
     _install_ui_errors(app, templates)
 
 
+MAX_UPLOAD_BYTES = 4 * docs.MAX_DOCUMENT_BYTES + 64 * 1024  # a few files of the largest size
+
+
+def _supported(name: str) -> str:
+    """The file name, or the clear error for a file type documents do not take."""
+    if docs.content_type_for(name) is None:
+        raise docs.DocumentError([(name, "unsupported type (use .md, .markdown, .txt, .html, "
+                                         ".htm or no extension)")])
+    return name
+
+
+async def upload_fields(request: Request) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """A multipart/form-data body, read up to MAX_UPLOAD_BYTES, as (text fields, files).
+
+    Parsed with the stdlib email parser (no extra dependency); a file is (base name, bytes).
+    Over the cap: ({"_too_large": "1"}, []) without reading the rest (the caller answers
+    with a banner and writes nothing).
+
+    Example:
+        fields, files = await upload_fields(request)   # ({'csrf_token': '…'}, [('a.md', b'…')])
+    """
+    declared = request.headers.get("content-length", "")
+    body = b""
+    too_large = declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES
+    if not too_large:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                too_large = True
+                break
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    content_type = request.headers.get("content-type", "")
+    if too_large or not content_type.lower().startswith("multipart/form-data"):
+        return ({"_too_large": "1"} if too_large else {}), []
+    message = BytesParser(policy=email_policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    fields: dict[str, str] = {}
+    files: list[tuple[str, bytes]] = []
+    for part in message.iter_parts() if message.is_multipart() else []:
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            # browsers send UTF-8 names raw; the parser keeps their bytes as surrogates
+            filename = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            if filename or data:
+                files.append((PurePath(filename.replace("\\", "/")).name or "upload", data))
+        elif name:
+            fields.setdefault(name, data.decode("utf-8", "replace"))
+    return fields, files
+
+
 def _install_ui_errors(app: FastAPI, templates: Jinja2Templates) -> None:
     @app.exception_handler(NeedLogin)
     def need_login(request: Request, _exc: NeedLogin) -> Response:
+        had_session = SESSION_COOKIE in request.cookies
         if request.method == "GET" and "fragment" not in request.url.path \
                 and not request.url.path.endswith("/stream"):
-            return RedirectResponse(f"{PREFIX}/login", 303)
-        return HTMLResponse("Sign in again: your session is missing or no longer valid.", 401,
-                            headers=SECURITY_HEADERS)
+            response: Response = RedirectResponse(
+                f"{PREFIX}/login" + ("?error=session_ended" if had_session else ""), 303)
+        else:
+            response = HTMLResponse("Sign in again: your session is missing or no longer "
+                                    "valid.", 401, headers=SECURITY_HEADERS)
+        if had_session:  # a dead session id is of no use to keep
+            response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        return response
 
     @app.exception_handler(CsrfRefused)
     def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:

@@ -23,12 +23,14 @@ from psycopg_pool import ConnectionPool
 from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.status import TRANSITIONS, Status
+from app.ui.feed import describe
 
 # The four columns of the seed's board. A Rejected task waits for rework, and its only way
 # on is back to Active, like a Draft's, so it is shown in the Draft column with a badge.
 COLUMNS: tuple[tuple[str, tuple[Status, ...]], ...] = (
     ("Draft", (Status.DRAFT, Status.REJECTED)),
-    ("Active", (Status.ACTIVE,)),
+    # Failed waits for a Retry (back to Active), so it stays in sight in the Active column
+    ("Active", (Status.ACTIVE, Status.FAILED)),
     ("Review", (Status.REVIEW,)),
     ("Approved", (Status.APPROVED,)),
 )
@@ -41,6 +43,8 @@ STEP_LABELS = {
     (Status.REVIEW, Status.APPROVED): "Approve",
     (Status.REVIEW, Status.REJECTED): "Reject",
     (Status.REJECTED, Status.ACTIVE): "Restart",
+    (Status.ACTIVE, Status.FAILED): "Give up",
+    (Status.FAILED, Status.ACTIVE): "Retry",
 }
 
 
@@ -85,7 +89,7 @@ def load_board(pool: ConnectionPool, tenant_id: uuid.UUID,
     with tenant_transaction(pool, tenant_id, actor="ui") as conn:
         counts = {r["status"]: r["n"] for r in conn.execute(
             "SELECT status::text AS status, count(*) AS n FROM tasks GROUP BY status")}
-        agents = repo.list_agents(conn)
+        agents = repo.list_agents(conn, include_retired=True)  # names on old cards
         by_id = {a["id"]: a for a in agents}
         columns = []
         for name, statuses in COLUMNS:
@@ -100,7 +104,7 @@ def load_board(pool: ConnectionPool, tenant_id: uuid.UUID,
                 card["steps"] = next_steps(card["status"])
             columns.append(Column(name, sum(counts.get(str(s), 0) for s in statuses),
                                   cards[:per_column]))
-    return Board(columns, agents)
+    return Board(columns, [a for a in agents if a["retired_at"] is None])
 
 
 def _money(value: Any) -> Decimal:
@@ -213,3 +217,34 @@ def cache_hit_rate(row: dict) -> float | None:
     total = read + int(row.get("uncached_input_tokens") or 0) + int(
         row.get("cache_write_tokens") or 0)
     return read / total if total else None
+
+
+def load_task_detail(pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.UUID
+                     ) -> dict[str, Any]:
+    """One task for its page: `app.dispatch.tasks.task_detail` plus what the page shows
+    derived from it (each event's one-line text, attempt totals, the allowed review).
+
+    Raises `repo.NotFound` for a task of another tenant as for one that does not exist.
+
+    Example:
+        detail = load_task_detail(pool, tenant_id, task_id)
+        detail["reply"], detail["totals"]["cost_usd"]
+    """
+    with tenant_transaction(pool, tenant_id, actor="ui") as conn:
+        detail = repo.task_detail(conn, task_id)
+    for event in detail["events"]:
+        payload = event["payload"] or {}
+        event["text"] = describe(event)
+        event["actor"] = payload.get("actor") or payload.get("worker")
+        event["comment"] = payload.get("comment") if event["kind"].startswith("review.") \
+            else None
+    attempts = detail["attempts"]
+    detail["totals"] = {
+        "cost_usd": sum((_money(a["cost_usd"]) for a in attempts), Decimal(0)),
+        "tokens": sum(a["uncached_input_tokens"] + a["cache_read_tokens"]
+                      + a["cache_write_tokens"] + a["output_tokens"] for a in attempts),
+        "latency_ms": sum(a["latency_ms"] for a in attempts),
+    }
+    detail["can_review"] = detail["status"] == Status.REVIEW
+    detail["can_retry"] = detail["status"] == "Failed"
+    return detail

@@ -140,20 +140,16 @@ def browser():
             chromium.close()
 
 
-def sign_in(browser, stack: UiStack, token: str, *, viewport=DESKTOP, phone: bool = False,
-            type_it: bool = True):
-    """A new browser context signed in with `token` (typed into the form, or via the #token
-    link `vos dev` prints); returns (context, page)."""
+def sign_in(browser, stack: UiStack, token: str, *, viewport=DESKTOP, phone: bool = False):
+    """A new browser context signed in with `token`, typed into the form and submitted with
+    the button (the only way: there is no sign-in link); returns (context, page)."""
     context = browser.new_context(viewport=viewport, is_mobile=phone, has_touch=phone,
                                   device_scale_factor=2 if phone else 1)
     context.set_default_timeout(10_000)
     page = context.new_page()
-    if type_it:
-        page.goto(f"{stack.url}/login")
-        page.fill("#token", token)
-        page.click("#login-form button[type=submit]")
-    else:
-        page.goto(f"{stack.url}/login#{token}")
+    page.goto(f"{stack.url}/login")
+    page.fill("#token", token)
+    page.click("#login-form button[type=submit]")
     page.wait_for_url(f"{stack.url}/board")
     return context, page
 

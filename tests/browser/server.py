@@ -9,8 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -46,3 +49,29 @@ class ServerThread:
         if self.thread is not None:
             self.thread.join(timeout)
             assert not self.thread.is_alive(), "the test server did not stop in time"
+
+
+@contextlib.contextmanager
+def serving_api(dsn: str, name: str, max_size: int = 6) -> Iterator[tuple[ServerThread, Any, Any]]:
+    """The whole private API (and the Command Center) on a free loopback port, around a pool
+    of `dsn`: yields (server, pool, app) and stops all three.
+
+    Example:
+        with serving_api(migrated_db.app_dsn, "vos-ui-it") as (server, pool, app):
+            httpx.get(server.base_url + "/healthz")
+    """
+    from app.db import open_pool
+    from app.db.embedded import free_port
+    from app.dispatch.api import create_api_app
+
+    pool = open_pool(dsn, min_size=1, max_size=max_size, name=name)
+    pool.wait(timeout=30)
+    app = create_api_app(pool)
+    server = ServerThread(app, free_port())
+    server.start()
+    try:
+        yield server, pool, app
+    finally:
+        server.stop()
+        app.state.ui_hub.stop()
+        pool.close()

@@ -40,7 +40,7 @@ def test_task_flow_live_between_two_contexts(browser, ui_stack):
     stack = ui_stack
     title = f"Launch post {uuid.uuid4().hex[:6]}"
     ctx_a, a = sign_in(browser, stack, stack.acme.token)
-    ctx_b, b = sign_in(browser, stack, stack.acme.token, type_it=False)
+    ctx_b, b = sign_in(browser, stack, stack.acme.token)
     try:
         expect(b.get_by_test_id("feed-state")).to_have_text("live")
         draft_before = int(b.get_by_test_id("count-Draft").inner_text())

@@ -17,11 +17,16 @@ from app.db import UnsafeDatabaseRole, assert_app_role_is_confined, open_pool, t
 from app.db.embedded import free_port
 from app.dispatch.api import create_api_app
 from app.dispatch.worker import ClaimLost, Worker, claim_next, complete
+from app.ui.auth import create_operator, new_token
+
+_TOKENS: dict[uuid.UUID, str] = {}
+_OWNER: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def api(app_pool):
-    return TestClient(create_api_app(app_pool))
+def api(app_pool, owner_dsn):
+    _OWNER[:] = [owner_dsn]
+    return TestClient(create_api_app(app_pool), base_url="http://127.0.0.1")
 
 
 @pytest.fixture
@@ -30,7 +35,11 @@ def tenant(make_tenant):
 
 
 def headers(tenant) -> dict:
-    return {"X-VOS-Tenant": str(tenant.id)}
+    """An operator token of `tenant` as a Bearer header (the tenant comes from the token)."""
+    if tenant.id not in _TOKENS:
+        with psycopg.connect(_OWNER[0], autocommit=True) as conn:
+            _TOKENS[tenant.id] = create_operator(conn, tenant.id, "dispatch-test")
+    return {"Authorization": f"Bearer {_TOKENS[tenant.id]}"}
 
 
 def events_of(app_pool, tenant, task_id) -> list[str]:
@@ -265,11 +274,12 @@ def test_postgres_down_gives_503_within_seconds_and_says_so(caplog):
     dead = f"postgresql://vos_app:x@127.0.0.1:{free_port()}/vos"
     pool = open_pool(dead, timeout=2)
     try:
-        client = TestClient(create_api_app(pool))
+        client = TestClient(create_api_app(pool), base_url="http://127.0.0.1")
         started = time.monotonic()
         ready = client.get("/readyz")
+        # the token check itself needs Postgres: 503 (not 401) while it is down
         write = client.post("/tasks", json={"title": "t"},
-                            headers={"X-VOS-Tenant": str(uuid.uuid4())})
+                            headers={"Authorization": f"Bearer {new_token(uuid.uuid4())}"})
         elapsed = time.monotonic() - started
     finally:
         pool.close(timeout=1)
@@ -286,7 +296,7 @@ def test_the_app_refuses_to_run_as_an_unconfined_role(owner_dsn):
         pool.wait(timeout=10)
         with pytest.raises(UnsafeDatabaseRole, match="is a superuser.*vos_app"):
             assert_app_role_is_confined(pool)
-        r = TestClient(create_api_app(pool)).get("/readyz")
+        r = TestClient(create_api_app(pool), base_url="http://127.0.0.1").get("/readyz")
         assert r.status_code == 503 and "row-level" in r.json()["detail"]
     finally:
         pool.close()
@@ -312,7 +322,7 @@ def test_a_real_outage_gives_503_within_seconds_and_recovers(tmp_path, migrated_
         migrate(owner, app_password=migrated_db.app_password, log=lambda _m: None)
         pool = open_pool(make_conninfo(owner, user="vos_app", password=migrated_db.app_password),
                          timeout=2)
-        client = TestClient(create_api_app(pool))
+        client = TestClient(create_api_app(pool), base_url="http://127.0.0.1")
         assert client.get("/readyz").status_code == 200
         server.stop()
         started = time.monotonic()

@@ -33,10 +33,14 @@ AGENT = st.fixed_dictionaries({"name": TEXT}, optional={
 def api_and_tenant(app_pool, owner_dsn):
     import psycopg
 
+    from app.ui.auth import create_operator
+
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
         tenant = conn.execute("INSERT INTO tenants (slug, name) VALUES (%s, 'f') RETURNING id",
                               [f"apifuzz-{uuid.uuid4().hex[:8]}"]).fetchone()[0]
-    return TestClient(create_api_app(app_pool), raise_server_exceptions=False), tenant
+        token = create_operator(conn, tenant, "fuzz")
+    return TestClient(create_api_app(app_pool), base_url="http://127.0.0.1",
+                      raise_server_exceptions=False), token
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,7 +50,7 @@ def api_and_tenant(app_pool, owner_dsn):
 @given(route=st.sampled_from(["/tasks", "/agents"]), task=TASK, agent=AGENT,
        junk=st.one_of(st.none(), VALUE))
 def test_api_writes_never_fail_with_5xx(api_and_tenant, route, task, agent, junk):
-    client, tenant = api_and_tenant
+    client, token = api_and_tenant
     payload = junk if junk is not None else (task if route == "/tasks" else agent)
-    r = client.post(route, json=payload, headers={"X-VOS-Tenant": str(tenant)})
+    r = client.post(route, json=payload, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code < 500, (payload, r.status_code, r.text)

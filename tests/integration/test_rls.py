@@ -102,12 +102,15 @@ def test_a_reused_pooled_connection_never_shows_another_tenants_rows(
 
 
 def test_tenant_a_cannot_touch_tenant_b_through_the_api(app_pool, owner_dsn, make_tenant):
-    api = TestClient(create_api_app(app_pool))
+    from app.ui.auth import create_operator
+
+    api = TestClient(create_api_app(app_pool), base_url="http://127.0.0.1")
     a, b = make_tenant("a"), make_tenant("b")
     seed(app_pool, a)
     theirs = seed(app_pool, b)
     before = snapshot(owner_dsn, b)
-    as_a = {"X-VOS-Tenant": str(a.id)}
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        as_a = {"Authorization": f"Bearer {create_operator(conn, a.id, 'rls-a')}"}
     task = theirs["task"]
     assert api.get(f"/tasks/{task}", headers=as_a).status_code == 404
     assert api.get(f"/tasks/{task}/events", headers=as_a).status_code == 404

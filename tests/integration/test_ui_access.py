@@ -13,27 +13,16 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from app.db import open_pool, tenant_transaction
-from app.db.embedded import free_port
+from app.db import tenant_transaction
 from app.dispatch import tasks as repo
-from app.dispatch.api import create_api_app
 from app.ui import auth
-from tests.browser.server import ServerThread
+from tests.browser.server import ServerThread, serving_api
 
 
 @pytest.fixture(scope="module")
 def served(migrated_db):
-    pool = open_pool(migrated_db.app_dsn, min_size=1, max_size=6, name="vos-ui-it")
-    pool.wait(timeout=30)
-    app = create_api_app(pool)
-    server = ServerThread(app, free_port())
-    server.start()
-    try:
+    with serving_api(migrated_db.app_dsn, "vos-ui-it") as (server, pool, _app):
         yield server, pool
-    finally:
-        server.stop()
-        app.state.ui_hub.stop()
-        pool.close()
 
 
 @pytest.fixture
@@ -48,11 +37,18 @@ def operator(make_tenant, owner_dsn):
 
 
 def client(server: ServerThread, token: str | None = None, bearer: bool = False) -> httpx.Client:
+    """Anonymous, Bearer, or (default with a token) signed in through the real form."""
     c = httpx.Client(base_url=server.base_url, timeout=10, follow_redirects=False)
     if token and bearer:
         c.headers["Authorization"] = f"Bearer {token}"
     elif token:
-        c.cookies.set("vos_session", token, domain="127.0.0.1", path="/ui")
+        with httpx.Client(base_url=server.base_url, timeout=10) as form:
+            nonce = re.search(r'name="csrf_token" value="([^"]+)"', form.get("/ui/login").text)
+            signed_in = form.post("/ui/login", data={"token": token,
+                                                     "csrf_token": nonce.group(1)})
+            assert signed_in.headers["location"] == "/ui/board", signed_in.headers
+            c.cookies.set("vos_session", form.cookies["vos_session"], domain="127.0.0.1",
+                          path="/ui")
     return c
 
 
@@ -123,7 +119,7 @@ def test_forms_refuse_missing_wrong_or_cross_origin_csrf(served, operator):
             ({"title": "no token"}, {}),
             ({"title": "wrong token", "csrf_token": "0" * 64}, {}),
             ({"title": "other session's token",
-              "csrf_token": auth.csrf_for(auth.new_token(acme.id))}, {}),
+              "csrf_token": auth.csrf_for(auth.new_session_id(acme.id))}, {}),
             ({"title": "cross origin", "csrf_token": good}, {"Origin": "http://evil.example"}),
         ]
         for form, headers in attempts:
@@ -133,7 +129,7 @@ def test_forms_refuse_missing_wrong_or_cross_origin_csrf(served, operator):
         assert task_count(pool, acme.id) == 0, "a refused form wrote a task"
         ok = c.post("/ui/tasks", data={"title": "real one", "csrf_token": good},
                     headers={"Origin": server.base_url})
-        assert ok.status_code == 303 and "notice=" in ok.headers["location"]
+        assert ok.status_code == 303 and "created" in c.get(ok.headers["location"]).text
         assert task_count(pool, acme.id) == 1
     with client(server, token, bearer=True) as api_client:  # no ambient credential: no CSRF
         assert api_client.post("/ui/tasks", data={"title": "by bearer"}).status_code == 303

@@ -230,6 +230,28 @@ def test_fail2ban_on_debian_needs_no_workaround_and_uses_systemd(debian):
     assert "chain = DOCKER-USER" in door and "banaction = %(banaction_allports)s" in door
     assert "ignoreip = 127.0.0.1/8 ::1 100.64.0.1" in jail
     assert plan.named("restart (jails changed)").conditional
+    # failed Command Center sign-ins: the API's journald lines, banned in DOCKER-USER as well
+    login = jail.split("[vos-login]", 1)[1]
+    assert "journalmatch = SYSLOG_IDENTIFIER=vos-api" in login
+    assert "chain = DOCKER-USER" in login and "banaction = %(banaction_allports)s" in login
+    assert "filter = vos-login" in login and "maxretry = 10" in login
+
+
+def test_login_filter_matches_failed_sign_ins_only(debian):
+    import re
+
+    text = plan_role(fail2ban.jails, debian, door_port=443).uploads[
+        "/etc/fail2ban/filter.d/vos-login.conf"]
+    regex = text.split("failregex = ", 1)[1].splitlines()[0].replace(
+        "<ADDR>", r"(?P<addr>[0-9a-f.:]+)")
+    # the exact shape app.jsonlog writes (event first, src second)
+    failed = ('{"event": "login_failed", "src": "100.64.0.7", "reason": "bad_token", '
+              '"status": 303, "ts": "2026-12-01T00:00:00Z"}')
+    assert re.search(regex, failed).group("addr") == "100.64.0.7"
+    assert re.search(regex, failed.replace("login_failed", "ui_login")) is None
+    # a field value cannot smuggle a second "src" in front of the real one
+    assert re.search(regex, '{"event": "ui_login", "src": "1.2.3.4", '
+                            '"operator": "\\"event\\": \\"login_failed\\""}') is None
 
 
 def test_door_filter_matches_unsigned_rejections_only(debian):

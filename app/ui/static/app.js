@@ -13,14 +13,16 @@ function replaceFrom(url, target) {
     .catch(function () { /* next event or tick retries */ });
 }
 
-function feedItem(ev) {
+function feedItem(ev, list) {
   var li = document.createElement("li");
   li.dataset.eventId = ev.id;
   li.className = "fresh";
   var kind = document.createElement("span");
   kind.className = "kind"; kind.textContent = ev.text;
-  var title = document.createElement("span");
+  // the title links to the task page (built with DOM calls: event text is never HTML)
+  var title = document.createElement(ev.task_id ? "a" : "span");
   title.className = "title"; title.textContent = ev.title || "";
+  if (ev.task_id) { title.href = list.dataset.taskBase + encodeURIComponent(ev.task_id); }
   var at = document.createElement("time");
   at.dateTime = ev.at; at.textContent = (ev.at || "").substring(11, 19);
   li.append(kind, " ", title, " ", at);
@@ -37,10 +39,16 @@ function startFeed(list) {
     // EventSource reconnects by itself and sends Last-Event-ID: nothing is lost.
     state.textContent = "reconnecting"; state.className = "live off";
   };
+  source.addEventListener("session_ended", function () {
+    // signed out elsewhere, expired or revoked: the server closed the stream; the reload
+    // lands on the sign-in form
+    source.close();
+    window.location.reload();
+  });
   source.addEventListener("task_event", function (msg) {
     var ev = JSON.parse(msg.data);
     if (list.querySelector('[data-event-id="' + ev.id + '"]')) { return; }
-    list.prepend(feedItem(ev));
+    list.prepend(feedItem(ev, list));
     while (list.children.length > 100) { list.lastElementChild.remove(); }
     if (board && !pending) {
       pending = setTimeout(function () {
@@ -60,18 +68,11 @@ function startRefresh(el) {
   }, seconds * 1000);
 }
 
-function loginFromFragment() {
-  // `vos dev` prints /ui/login#vost_…: the fragment never reaches the server or its logs.
-  var form = document.getElementById("login-form");
-  if (!form || window.location.hash.length < 10) { return; }
-  form.elements.token.value = decodeURIComponent(window.location.hash.substring(1));
-  history.replaceState(null, "", window.location.pathname);
-  form.submit();
-}
-
 document.addEventListener("DOMContentLoaded", function () {
   var list = document.getElementById("feed");
   if (list && window.EventSource) { startFeed(list); }
   document.querySelectorAll("[data-refresh]").forEach(startRefresh);
-  loginFromFragment();
+  // No sign-in from the URL (no #token auto-submit): a link from another site must never
+  // switch this browser into the link's tenant. The operator pastes the token and presses
+  // the button on our own page.
 });

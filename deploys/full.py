@@ -102,6 +102,7 @@ step(6, "fail2ban")
 operator_mesh_ip = (str(settings.mesh.wireguard.peer_address)
                     if settings.mesh.wireguard else None)
 fail2ban.jails(door_port=settings.door_port,
+               api_port=settings.stack.api_port if settings.stack else 8080,
                ignore=[operator_mesh_ip] if operator_mesh_ip else [])
 
 # 7. Mesh: the host joins the private network as tailscale0 (its IP is read back).

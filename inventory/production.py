@@ -12,6 +12,8 @@ from pathlib import Path
 
 from roles.settings import inventory_hosts
 
+_REPO = Path(__file__).resolve().parent.parent
+
 production = inventory_hosts(
     [
         (
@@ -32,6 +34,30 @@ production = inventory_hosts(
                 "mesh": {
                     "provider": "tailscale",
                     "tailscale": {"authkey_env": "TAILSCALE_AUTHKEY", "hostname": "agent-vos"},
+                },
+                # The app stack (roles/stack.py). Secrets are NAMES of variables exported on
+                # the operator's machine at deploy time, never values.
+                "stack": {
+                    # your tenant's workforce as code (copy examples/agents.yaml and edit
+                    # it): applied on every deploy, and the worker works with it
+                    "agents_file": str(_REPO / "examples" / "agents.yaml"),
+                    "agents_tenant": "main",
+                    "worker_replicas": 1,
+                    # the provider keys the agents file names, for the worker only
+                    "worker_env": {
+                        "ANTHROPIC_API_KEY": "ANTHROPIC_API_KEY",
+                        "OPENAI_API_KEY": "OPENAI_API_KEY",
+                        "OPENROUTER_API_KEY": "OPENROUTER_API_KEY",
+                    },
+                    # DATABASE_URL (vos_app) and the door's secrets for the API and the door;
+                    # the owner URL and vos_app's password for the migrations
+                    "env": {"DATABASE_URL": "VOS_DATABASE_URL",
+                            "VOS_DOOR_SECRETS": "VOS_DOOR_SECRETS"},
+                    "migrate_env": {"DATABASE_URL": "VOS_OWNER_DATABASE_URL",
+                                    "VOS_APP_PASSWORD": "VOS_APP_PASSWORD"},
+                    # the door's TLS: "operator" with tls_cert_file/tls_key_file for a
+                    # certificate of its public name; self-signed until you have one
+                    "tls": "self-signed",
                 },
             },
         )

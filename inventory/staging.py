@@ -16,6 +16,10 @@ from pathlib import Path as _Path
 
 from roles.settings import inventory_hosts as _inventory_hosts
 from staging.lab import Lab as _Lab
+from staging.managed_db import ManagedDb as _ManagedDb
+from staging.providers import PROVIDER_KEY_ENV as _PROVIDER_KEY_ENV
+from staging.providers import TENANT as _PROVIDERS_TENANT
+from staging.providers import write_agents_file as _write_agents_file
 from staging.state import default_state_dir as _default_state_dir
 from staging.state import load_state as _load_state
 
@@ -32,6 +36,12 @@ if _state is None:
         f"no staging VM recorded in {_default_state_dir()}: run `vos staging up` first"
     )
 _layout = _state.layout
+
+# The stack's secrets (database URLs, door secret, the fake providers' key) come from the
+# lab's 0600 secrets file, so `pyinfra inventory/staging.py deploys/full.py` works as
+# written after `vos staging up`; values already exported win.
+for _name, _value in _ManagedDb(_default_state_dir(), _layout.operator_mesh).deploy_env().items():
+    _os.environ.setdefault(_name, _value)
 
 staging = _inventory_hosts(
     [
@@ -58,6 +68,13 @@ staging = _inventory_hosts(
                     "ship": "save-load",
                     "tls": "self-signed",
                     "health_timeout_seconds": 300,  # first start under TCG is slow
+                    # The workforce: the seed's org chart over a desktop Ollama on the
+                    # operator's mesh address and cloud providers through the VM's egress
+                    # (fakes: staging/providers.py); the key's NAME comes from the lab.
+                    "agents_file": _write_agents_file(_layout, _default_state_dir()),
+                    "agents_tenant": _PROVIDERS_TENANT,
+                    "worker_env": {"ANTHROPIC_API_KEY": _PROVIDER_KEY_ENV,
+                                   "OPENAI_API_KEY": _PROVIDER_KEY_ENV},
                     **_stack_overrides(),
                 },
                 "mesh": {

@@ -13,7 +13,7 @@ Example:
     >>> hosts = inventory_hosts([("vps", {
     ...     "ssh_hostname": "203.0.113.10", "ssh_user": "deploy",
     ...     "public_address": "203.0.113.10",
-    ...     "operator_public_keys": ["ssh-ed25519 AAAAC3Nza… me@laptop"],
+    ...     "operator_public_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 me@laptop"],
     ...     "mesh": {"provider": "tailscale", "tailscale": {}},
     ... })])
     >>> hosts[0][1]["door_port"]
@@ -27,13 +27,15 @@ import os
 import re
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     FilePath,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -43,6 +45,67 @@ CGNAT = IPv4Network("100.64.0.0/10")  # Tailscale's (and our mesh's) address ran
 MESH_INTERFACE = "tailscale0"  # same name in staging and production: one UFW rule serves both
 WIREGUARD_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Values below land in shell lines, file lines and command arguments on the host: each is
+# checked for that use here, so nothing downstream has to quote or escape it.
+HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+PUBLIC_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                    "sk-ecdsa-sha2-nistp256@openssh.com")
+PUBLIC_KEY_LINE = re.compile(r"^(?P<type>\S+) (?P<blob>[A-Za-z0-9+/]+={0,3})"
+                             r"(?: (?P<comment>[\x20-\x7e\u00a0-\uffff]*))?$")
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]  # StrictInt: `True` is not port 1
+
+
+def public_key_line(value: str) -> str:
+    """One OpenSSH public key, exactly one line: `TYPE BASE64 [comment]`.
+
+    A newline (or any control character) would add a second authorized_keys or known_hosts
+    line; options (`command=…`) would change what the key may do.
+
+    Example:
+        >>> public_key_line("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 me@laptop")
+        'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 me@laptop'
+    """
+    if "PRIVATE KEY" in value:
+        raise ValueError("a private key was given where a public key belongs")
+    match = PUBLIC_KEY_LINE.match(value)
+    if match is None or any(ch in value for ch in "\r\n\x00"):
+        raise ValueError(f"not one OpenSSH public key line (TYPE BASE64 [comment], no "
+                         f"newline or options): {value[:40]!r}")
+    if match["type"] not in PUBLIC_KEY_TYPES:
+        raise ValueError(f"unknown key type {match['type'][:30]!r}; use one of "
+                         f"{', '.join(PUBLIC_KEY_TYPES)}")
+    return value
+
+
+def host_name_or_address(value: str) -> str:
+    """A DNS name or an IP address, nothing a shell or ssh could read as more (no spaces,
+    newlines, leading '-' or quotes).
+
+    Example:
+        >>> host_name_or_address("backup.example.net")
+        'backup.example.net'
+    """
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not HOST_NAME.match(value):
+        raise ValueError(f"{value[:60]!r} is neither an IP address nor a host name (letters, "
+                         "digits, '-' and '.', not starting with '-')")
+    return value
+
+
+def variable_name(value: str) -> str:
+    """The NAME of an environment variable (never its value)."""
+    if not VARIABLE_NAME.match(value):
+        raise ValueError(f"{value[:40]!r} is not an environment variable name "
+                         "(letters, digits, _)")
+    return value
 
 
 class InventoryError(ValueError):
@@ -63,9 +126,9 @@ class WireguardMesh(_Strict):
     """Provider `wireguard`: the staging stand-in for Tailscale (operator = the one peer)."""
 
     address: IPv4Address
-    prefix_len: int = Field(24, ge=10, le=32)
+    prefix_len: StrictInt = Field(24, ge=10, le=32)
     private_key_file: FilePath  # on the operator's machine; its content goes to the host
-    listen_port: int = Field(41641, ge=1, le=65535)
+    listen_port: Port = 41641
     peer_public_key: str
     peer_address: IPv4Address
     peer_endpoint: str  # "host:port" the host sends its handshakes to
@@ -85,6 +148,7 @@ class WireguardMesh(_Strict):
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must look like HOST:PORT, e.g. 203.0.113.2:51820")
+        host_name_or_address(host.removeprefix("[").removesuffix("]"))
         return value
 
     def private_key(self) -> str:
@@ -96,8 +160,18 @@ class TailscaleMesh(_Strict):
     """Provider `tailscale` (production): `tailscale up --authkey` from an env var."""
 
     authkey_env: str = "TAILSCALE_AUTHKEY"
-    hostname: str | None = None
+    hostname: str | None = None  # one DNS label: it lands in `tailscale up --hostname=`
     expected_address: IPv4Address | None = None
+
+    _check_authkey_env = field_validator("authkey_env")(variable_name)
+
+    @field_validator("hostname")
+    @classmethod
+    def _dns_label(cls, value: str | None) -> str | None:
+        if value is not None and not DNS_LABEL.match(value):
+            raise ValueError(f"{value[:60]!r} is not a host name label (letters, digits and "
+                             "'-', at most 63, not starting or ending with '-')")
+        return value
 
     def authkey(self) -> str:
         """The auth key from the operator's environment; clear error when it is missing."""
@@ -150,7 +224,7 @@ class BackupSettings(_Strict):
     target_host: str = Field(min_length=1)
     target_user: str = "vos-backup"
     target_path: str = "/srv/vos-backups"
-    target_port: int = Field(22, ge=1, le=65535)
+    target_port: Port = 22
     target_host_key: str | None = None  # "ssh-ed25519 AAAA…" of the target, pinned
     public_key_file: FilePath
     database_url_env: str = "VOS_BACKUP_DATABASE_URL"
@@ -162,6 +236,14 @@ class BackupSettings(_Strict):
         if len(fields) != 5 or not all(CRON_FIELD.match(field) for field in fields):
             raise ValueError("must be five cron fields, e.g. '17 3 * * *' (03:17 daily)")
         return value
+
+    _check_target_host = field_validator("target_host")(host_name_or_address)
+    _check_database_url_env = field_validator("database_url_env")(variable_name)
+
+    @field_validator("target_host_key")
+    @classmethod
+    def _host_key(cls, value: str | None) -> str | None:
+        return None if value is None else public_key_line(value.strip())
 
     @field_validator("target_user")
     @classmethod
@@ -225,13 +307,21 @@ class StackSettings(_Strict):
     image_repository: str = "agent-vos"
     ship: Literal["save-load", "registry"] = "save-load"  # registry: the host pulls
     registry_image: str | None = None  # e.g. ghcr.io/acme/agent-vos (ship = registry)
-    api_port: int = Field(8080, ge=1, le=65535)  # on the mesh IP
+    api_port: Port = 8080  # on the mesh IP
     door_host_ip: ipaddress.IPv4Address = ipaddress.IPv4Address("0.0.0.0")
     memory_api: str = "512m"
     memory_door: str = "256m"
     memory_worker: str = "512m"
-    worker_tenants: list[str] = Field(default_factory=list)  # no tenants: no worker service
-    worker_config: str = "/etc/vos-stack/agents.json"  # inside the container (a tmpfs copy)
+    # The tenant's agents file (YAML, app/agents/spec.py; examples/agents.yaml shows every
+    # field). Set: it is shipped, `vos agents apply`-ed to `agents_tenant` on every deploy
+    # (part of the release) and `worker_replicas` workers work that tenant's tasks with it.
+    # Unset: no worker service.
+    agents_file: FilePath | None = None
+    agents_tenant: str = Field("main", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")  # tenant slug
+    worker_replicas: int = Field(1, ge=1, le=16)
+    # Provider keys for the worker only (inside name -> NAME of the operator's variable),
+    # written to worker.env (0600); the API and the door never see them.
+    worker_env: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=lambda: {
         "DATABASE_URL": "VOS_DATABASE_URL", "VOS_DOOR_SECRETS": "VOS_DOOR_SECRETS"})
     migrate_env: dict[str, str] = Field(default_factory=lambda: {
@@ -259,7 +349,7 @@ class StackSettings(_Strict):
             raise ValueError(f"{value!r} is not a memory size like 256m or 1g")
         return value
 
-    @field_validator("env", "migrate_env")
+    @field_validator("env", "migrate_env", "worker_env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for inside, outside in value.items():
@@ -287,7 +377,7 @@ class HostSettings(_Strict):
     # pyinfra's SSH connector (names are pyinfra's)
     ssh_hostname: str = Field(min_length=1)
     ssh_user: str
-    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_port: Port = 22
     ssh_key: FilePath | None = None
     ssh_known_hosts_file: FilePath | None = None
     ssh_strict_host_key_checking: Literal["yes", "no", "accept-new", "off"] | None = None
@@ -295,8 +385,9 @@ class HostSettings(_Strict):
     # the host itself
     public_address: ipaddress.IPv4Address | ipaddress.IPv6Address
     deploy_user: str = "deploy"
-    operator_public_keys: list[str] = Field(min_length=1)
-    door_port: int = Field(443, ge=1, le=65535)
+    operator_public_keys: list[Annotated[str, AfterValidator(public_key_line)]] = Field(
+        min_length=1)
+    door_port: Port = 443
     apt_upgrade: bool = True
     mesh: MeshSettings
     backups: BackupSettings | None = None
@@ -309,15 +400,23 @@ class HostSettings(_Strict):
             raise ValueError(f"{value!r} is not a valid Linux user name")
         return value
 
-    @field_validator("operator_public_keys")
+    @field_validator("ssh_hostname")
     @classmethod
-    def _public_keys(cls, keys: list[str]) -> list[str]:
-        for key in keys:
-            if not key.startswith(("ssh-ed25519 ", "ecdsa-sha2-", "ssh-rsa ", "sk-")):
-                raise ValueError(f"not an OpenSSH public key line: {key[:30]!r}")
-            if "PRIVATE KEY" in key:
-                raise ValueError("a private key was given where a public key belongs")
-        return keys
+    def _ssh_hostname(cls, value: str) -> str:
+        # an address, a DNS name or an ssh_config alias; never an option ('-o…') or two words
+        if value.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._:\[\]%-]+", value):
+            raise ValueError(f"{value[:60]!r} is not a host name, address or ssh alias")
+        return value
+
+    @model_validator(mode="after")
+    def _ports_do_not_collide(self) -> HostSettings:
+        if self.door_port == self.ssh_port:
+            raise ValueError(f"door_port and ssh_port are both {self.door_port}: the door "
+                             "would take sshd's port (or the reverse); give the door its own")
+        if self.stack is not None and self.stack.api_port == self.door_port:
+            raise ValueError(f"stack.api_port and door_port are both {self.door_port}: the "
+                             "API (mesh) and the door (all interfaces) cannot share a port")
+        return self
 
 
 def _describe(error: ValidationError, host_name: str) -> str:

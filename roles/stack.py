@@ -36,6 +36,7 @@ from pyinfra.operations import files, server
 from roles._paths import template
 from roles.settings import InventoryError, StackSettings
 from stack.compose import (
+    AGENTS_DIR,
     PROJECT,
     STACK_DIR,
     TLS_DIR,
@@ -68,7 +69,7 @@ class DockerImagePresent(FactBase):
         return output[-1:] == ["yes"]
 
 
-ENV_FILES = ("app.env", "migrate.env")
+ENV_FILES = ("app.env", "migrate.env", "worker.env")
 
 
 class CurrentStack(FactBase):
@@ -108,7 +109,7 @@ def env_file_text(mapping: dict[str, str], environ: dict[str, str] | None = None
         'DATABASE_URL=postgresql://h/db\\n'
     """
     environ = os.environ if environ is None else environ
-    missing = [outside for outside in mapping.values() if not environ.get(outside)]
+    missing = sorted({outside for outside in mapping.values() if not environ.get(outside)})
     if missing:
         raise InventoryError(f"stack: environment variable(s) {', '.join(missing)} are empty "
                              "on the operator's machine; export them (secrets never live in "
@@ -117,6 +118,28 @@ def env_file_text(mapping: dict[str, str], environ: dict[str, str] | None = None
         if "\n" in environ[outside]:
             raise InventoryError(f"stack: {outside} (for {inside}) contains a newline")
     return "".join(f"{inside}={environ[outside]}\n" for inside, outside in mapping.items())
+
+
+def agents_file_on_host(settings: StackSettings) -> str | None:
+    """Where the inventory's agents file lands on the host: named by its content, so the
+    compose file of a release names its own agents (a change is a new release; a rollback
+    restores the old agents too). Validated on the operator's side first: a bad file stops
+    the deploy before any change, naming the field and line.
+
+    Example:
+        >>> agents_file_on_host(StackSettings()) is None
+        True
+    """
+    if settings.agents_file is None:
+        return None
+    from app.agents.spec import AgentsFileError, load_agents_file
+
+    try:
+        load_agents_file(Path(settings.agents_file))
+    except AgentsFileError as error:
+        raise InventoryError(f"stack.agents_file: {error}\nNothing was changed.") from None
+    digest = hashlib.sha256(Path(settings.agents_file).read_bytes()).hexdigest()[:16]
+    return f"{AGENTS_DIR}/{digest}.yaml"
 
 
 def gated_compose(settings: StackSettings, image: str, mesh_ip: str, door_port: int) -> str:
@@ -132,7 +155,8 @@ def gated_compose(settings: StackSettings, image: str, mesh_ip: str, door_port: 
         image=image, mesh_ip=mesh_ip, door_port=door_port,
         door_host_ip=str(settings.door_host_ip), api_port=settings.api_port,
         memory_api=settings.memory_api, memory_door=settings.memory_door,
-        memory_worker=settings.memory_worker, worker_tenants=settings.worker_tenants,
+        memory_worker=settings.memory_worker, agents_file=agents_file_on_host(settings),
+        agents_tenant=settings.agents_tenant, worker_replicas=settings.worker_replicas,
         tls_dir=TLS_DIR), **where)
     try:
         check_compose(parse_compose(text), mesh_ip=mesh_ip, door_port=door_port)
@@ -198,11 +222,12 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
     """Ship, gate and activate the stack (see module doc)."""
     image = image or f"{settings.image_repository}:{source_revision()}"
     compose_text = gated_compose(settings, image, mesh_ip, door_port)  # before any operation
-    app_env, migrate_env = env_file_text(settings.env), env_file_text(settings.migrate_env)
+    env_texts = (env_file_text(settings.env), env_file_text(settings.migrate_env),
+                 env_file_text(settings.worker_env))
 
     files.directory(name="Stack dir /etc/vos-stack (root only)", path=STACK_DIR,
                     user="root", group="root", mode="700", _sudo=True)
-    for name, text in zip(ENV_FILES, (app_env, migrate_env), strict=True):
+    for name, text in zip(ENV_FILES, env_texts, strict=True):
         files.put(name=f"Env file {name} (0600 root:root, from the operator's environment)",
                   src=StringIO(text), dest=f"{STACK_DIR}/{name}", user="root", group="root",
                   mode="600", _sudo=True)
@@ -212,9 +237,10 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
                    door_port=door_port, health_timeout=settings.health_timeout_seconds,
                    _sudo=True)
     door_tls(settings, public_address)
+    _agents_file(settings)
     _ship(settings, image)
 
-    digest = stack_digest(compose_text, app_env, migrate_env)
+    digest = stack_digest(compose_text, *env_texts)
     if host.get_fact(CurrentStack, _sudo=True) == digest:
         return  # same image, compose file and env files: nothing to start or restart
     revision = image.rpartition(":")[2]
@@ -227,6 +253,19 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
                  commands=[f"{ACTIVATE} {release.id}"], _sudo=True)
     server.shell(name=f"Keep the newest {settings.keep_releases} releases",
                  commands=[prune_command(settings.keep_releases)], _sudo=True)
+
+
+def _agents_file(settings: StackSettings) -> None:
+    """The agents file, by content, readable by the containers' user through a read-only
+    mount (it names keys by variable, never holds them)."""
+    destination = agents_file_on_host(settings)
+    if destination is None:
+        return
+    files.directory(name=f"Agents files {AGENTS_DIR}", path=AGENTS_DIR, user="root",
+                    group="root", mode="755", _sudo=True)
+    files.put(name=f"Agents file {Path(str(settings.agents_file)).name} -> {destination}",
+              src=str(settings.agents_file), dest=destination, user="root", group="root",
+              mode="644", _sudo=True)
 
 
 def _ship(settings: StackSettings, image: str) -> None:

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jinja2
@@ -23,6 +23,11 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 COMPOSE_TEMPLATE = "stack/compose.yml.j2"
 STACK_DIR = "/etc/vos-stack"  # on the host: env files, rendered compose per release
 TLS_DIR = f"{STACK_DIR}/tls"  # door.crt + door.key, owned by the containers' user, 0600
+# Agents files by content (`<sha256[:16]>.yaml`): a release's compose names its own, so a
+# changed file is a new release and a rollback brings the old agents back too.
+AGENTS_DIR = f"{STACK_DIR}/agents"
+AGENTS_IN_CONTAINER = "/run/vos/agents.yaml"
+WORKER_HEARTBEAT = "/tmp/vos-worker.alive"  # on the worker's tmpfs; its age is the health
 PROJECT = "vos"
 
 
@@ -41,8 +46,10 @@ class ComposeContext:
     memory_api: str = "512m"
     memory_door: str = "256m"
     memory_worker: str = "512m"
-    worker_tenants: list[str] = field(default_factory=list)
-    worker_config: str = f"{STACK_DIR}/agents.json"
+    worker_env_file: str = f"{STACK_DIR}/worker.env"
+    agents_file: str | None = None  # on the host (AGENTS_DIR/<sha>.yaml): worker + apply
+    agents_tenant: str = "main"
+    worker_replicas: int = 1
     tls_dir: str | None = None  # host dir with door.crt + door.key: the door serves HTTPS
 
 
@@ -58,7 +65,9 @@ def render_compose(context: ComposeContext, template_dir: Path = TEMPLATES,
         keep_trailing_newline=True,
         autoescape=False,  # YAML, not HTML
     )
-    return environment.get_template(template_name).render(**asdict(context))
+    return environment.get_template(template_name).render(
+        **asdict(context), agents_in_container=AGENTS_IN_CONTAINER,
+        worker_heartbeat=WORKER_HEARTBEAT)
 
 
 def parse_compose(text: str) -> dict:

@@ -72,6 +72,8 @@ def ensure_secrets(path: Path) -> dict[str, str]:
         "VOS_OWNER_PASSWORD": lambda: secrets.token_urlsafe(24),
         "VOS_APP_PASSWORD": lambda: secrets.token_urlsafe(24),
         "VOS_DOOR_SECRET": lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        # the key the lab's fake cloud providers accept (staging/providers.py)
+        "VOS_STAGING_PROVIDER_KEY": lambda: "fake-" + secrets.token_urlsafe(18),
     }
     missing = {key: make() for key, make in wanted.items() if key not in current}
     if missing:
@@ -200,6 +202,7 @@ class ManagedDb:
             "VOS_OWNER_DATABASE_URL": self.owner_dsn(local=False),
             "VOS_APP_PASSWORD": values["VOS_APP_PASSWORD"],
             "VOS_DOOR_SECRETS": json.dumps({DOOR_SOURCE: values["VOS_DOOR_SECRET"]}),
+            "VOS_STAGING_PROVIDER_KEY": values["VOS_STAGING_PROVIDER_KEY"],
         }
 
     def destroy_database(self) -> None:

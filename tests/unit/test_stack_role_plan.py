@@ -36,7 +36,8 @@ def facts(current_digest: str = "", key_exists: bool = False) -> dict:
         recorded = set_fact(recorded, "server.Which", f"/usr/sbin/{tool}", command=tool)
     recorded = set_fact(recorded, "files.Directory", None, path="/nonexistent")
     recorded = set_fact(recorded, "files.Directory", None, path="/etc/vos-stack/tls")
-    for path in ("/etc/vos-stack/app.env", "/etc/vos-stack/migrate.env", stack.ACTIVATE,
+    for path in ("/etc/vos-stack/app.env", "/etc/vos-stack/migrate.env",
+                 "/etc/vos-stack/worker.env", stack.ACTIVATE,
                  "/etc/vos-stack/tls/door.crt", "/etc/vos-stack/tls/door.key"):
         recorded = set_fact(recorded, "files.File", None, path=path)
         recorded = set_fact(recorded, "files.Directory", None, path=path)
@@ -74,7 +75,8 @@ def current_digest(monkeypatch) -> str:
     settings = StackSettings()
     return stack.stack_digest(stack.gated_compose(settings, IMAGE, "100.64.0.2", 443),
                               stack.env_file_text(settings.env),
-                              stack.env_file_text(settings.migrate_env))
+                              stack.env_file_text(settings.migrate_env),
+                              stack.env_file_text(settings.worker_env))
 
 
 def test_unchanged_redeploy_makes_no_release(monkeypatch):
@@ -93,7 +95,7 @@ def test_a_rotated_secret_alone_makes_a_new_release(monkeypatch):
 def test_the_fact_hashes_the_files_as_stack_digest_does(tmp_path):
     """`CurrentStack`'s shell pipeline on real files gives `stack_digest` of their texts."""
     texts = {"current/compose.yml": "services: {}\n", "app.env": "A=1\n",
-             "migrate.env": "B=2\n"}
+             "migrate.env": "B=2\n", "worker.env": "C=3\n"}
     for name, text in texts.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)

@@ -91,6 +91,7 @@ def open_async_pool(
 
     async def configure(conn: BoundedAsyncConnection) -> None:
         conn.query_timeout = query_timeout
+        conn.returned_at = time.monotonic()  # it has just answered its handshake
 
     async def check(conn: BoundedAsyncConnection) -> None:
         if time.monotonic() - conn.returned_at < check_idle:

@@ -167,9 +167,11 @@ def test_unassigned_and_retired_work_goes_to_the_orchestrator(app_pool, make_ten
     with tenant_transaction(app_pool, tenant.id) as conn:
         boss = agent(conn, tenant.id, "Boss")
         orch = agent(conn, tenant.id, "Orchestrator", manager=boss, orchestrator=True)
-        gone = agent(conn, tenant.id, "Gone", manager=boss, retired=True)
+        gone = agent(conn, tenant.id, "Gone", manager=boss)
         door = create_task(conn, tenant.id, title="from the door", status="Active")
         stale = create_task(conn, tenant.id, title="old", status="Active", assignee_id=gone)
+        # retired after the task was given to it (a retired agent takes no new assignment)
+        conn.execute("UPDATE agents SET retired_at = now() WHERE id = %s", [gone])
     seen: list = []
     worker = Worker(app_pool, "w/route", lambda t: seen.append(t["assignee_id"]) or {},
                     route_unassigned=True)
@@ -296,17 +298,19 @@ def test_the_heartbeat_keeps_a_long_task_from_running_twice(app_pool, make_tenan
     tenant = make_tenant("heartbeat")
     with tenant_transaction(app_pool, tenant.id) as conn:
         task = create_task(conn, tenant.id, title="long call", status="Active")
-    policy = WorkerPolicy(lease_seconds=2, heartbeat_seconds=0.5)
+    # renewals every 0.3 s keep a 3 s lease alive through a 6 s call (the margin is for a
+    # loaded machine: a renewal may wait for a CPU)
+    policy = WorkerPolicy(lease_seconds=3, heartbeat_seconds=0.3)
 
     def long_call(task: dict) -> dict:
-        time.sleep(5)
+        time.sleep(6)
         return {"summary": "done"}
 
     worker = Worker(app_pool, "w/long", long_call, policy=policy)
     thread = threading.Thread(target=worker.run_once, args=(tenant.id,), daemon=True)
     thread.start()
     stolen = []
-    deadline = time.monotonic() + 5.5
+    deadline = time.monotonic() + 6.5
     while thread.is_alive() and time.monotonic() < deadline:
         if (other := claim_next(app_pool, tenant.id, "w/second", lease_seconds=60)):
             stolen.append(other["id"])

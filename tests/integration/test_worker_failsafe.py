@@ -309,6 +309,13 @@ def test_the_heartbeat_keeps_a_long_task_from_running_twice(app_pool, make_tenan
     worker = Worker(app_pool, "w/long", long_call, policy=policy)
     thread = threading.Thread(target=worker.run_once, args=(tenant.id,), daemon=True)
     thread.start()
+    # poll only once the long call holds the claim (else the poller may simply claim first)
+    claimed_by = None
+    started = time.monotonic()
+    while claimed_by != "w/long" and time.monotonic() - started < 10:
+        claimed_by = task_row(app_pool, tenant.id, task["id"])["claimed_by"]
+        time.sleep(0.05)
+    assert claimed_by == "w/long", "the worker never claimed the task"
     stolen = []
     deadline = time.monotonic() + 6.5
     while thread.is_alive() and time.monotonic() < deadline:

@@ -147,8 +147,8 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1, le=200)
     db_timeout_seconds: float = Field(
         default=2.0, gt=0, le=60,
-        description="how long a request waits for a pooled connection (and a new connection "
-        "for its handshake) before 503",
+        description="how long a request waits for a pooled connection before 503 (new "
+        "connections are opened in the background, with a separate 10 s connect timeout)",
     )
     db_statement_timeout_seconds: float = Field(
         default=2.0, gt=0, le=600,

@@ -75,6 +75,7 @@ def open_async_pool(
     query_timeout: float | None = None,
     check_timeout: float = 1.0,
     tcp_timeout: float = 10.0,
+    connect_timeout: float = 10.0,
     check_idle: float = CHECK_IDLE_SECONDS,
     name: str = "vos-door",
     connection_class: type[BoundedAsyncConnection] = BoundedAsyncConnection,
@@ -121,7 +122,9 @@ def open_async_pool(
         kwargs={
             "autocommit": True,
             "row_factory": dict_row,
-            "connect_timeout": max(2, int(timeout)),  # libpq counts whole seconds, min 2
+            # opening a connection happens in the pool's background, off the request path
+            # (see app.db.open_pool): a slow handshake must not make the pool give up
+            "connect_timeout": max(2, int(connect_timeout)),  # libpq: whole seconds, min 2
             "options": f"-c statement_timeout={statement_timeout_ms}",
             "application_name": name,
             **_tcp_options(tcp_timeout),

@@ -13,16 +13,16 @@ Example:
 """
 
 import email.utils
+import importlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import anthropic
 import httpx
-import openai
 
 from app.agents.prefix import PromptParts, anthropic_request, openai_request
 from app.agents.prices import Usage, usage_from_anthropic, usage_from_openai
@@ -127,14 +127,28 @@ def _error_message(body: Any, fallback: str) -> tuple[str, str | None]:
     return fallback, None
 
 
+def _sdk(name: str):
+    """The `anthropic` or `openai` SDK, imported on first use: each builds thousands of
+    pydantic models at import (seconds; minutes under emulation), which processes that never
+    call a provider (the door, migrations, `vos agents apply`) should not pay."""
+    return importlib.import_module(name)
+
+
+def _sdk_errors(kind: str) -> tuple[type, ...]:
+    """The SDKs' exception classes named `kind`, of the SDKs loaded so far (an exception of
+    an SDK can only come from a loaded one)."""
+    return tuple(getattr(sys.modules[name], kind) for name in ("anthropic", "openai")
+                 if name in sys.modules)
+
+
 def _provider_error(exc: Exception) -> ProviderError:
     """Map either SDK's exception to a ProviderError (both SDKs share the shape)."""
-    if isinstance(exc, anthropic.APIStatusError | openai.APIStatusError):
+    if isinstance(exc, _sdk_errors("APIStatusError")):
         message, code = _error_message(exc.body, str(exc))
         kind = _classify(exc.status_code, message, code)
         return ProviderError(kind, message, exc.status_code,
                              parse_retry_after(exc.response.headers))
-    if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):
+    if isinstance(exc, _sdk_errors("APIConnectionError")):
         return ProviderError("connection", str(exc) or type(exc).__name__)
     raise exc
 
@@ -146,7 +160,8 @@ class AnthropicProvider:
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0,
                  stream: bool = False, sanitizer: Sanitizer | None = None):
-        self._client = anthropic.Anthropic(base_url=base_url, api_key=api_key,
+        self._sdk = _sdk("anthropic")
+        self._client = self._sdk.Anthropic(base_url=base_url, api_key=api_key,
                                            max_retries=0, timeout=timeout)
         self._stream = stream
         self._sanitizer = sanitizer or Sanitizer()
@@ -161,7 +176,7 @@ class AnthropicProvider:
             else:
                 message = self._client.messages.create(model=model, max_tokens=max_tokens,
                                                        **request)
-        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+        except (self._sdk.APIStatusError, self._sdk.APIConnectionError) as exc:
             raise _provider_error(exc) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
         return Completion(text, message.model, usage_from_anthropic(message.usage))
@@ -180,8 +195,9 @@ class OpenAICompatibleProvider:
         self.kind = provider
         self.provider = VENDOR.get(provider, provider)
         # Ollama ignores the key, but the SDK insists on one.
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "ollama",
-                                     max_retries=0, timeout=timeout)
+        self._sdk = _sdk("openai")
+        self._client = self._sdk.OpenAI(base_url=base_url, api_key=api_key or "ollama",
+                                        max_retries=0, timeout=timeout)
         self._stream = stream
         self._sanitizer = sanitizer or Sanitizer()
 
@@ -192,7 +208,7 @@ class OpenAICompatibleProvider:
                 return self._complete_streaming(request, model, max_tokens)
             response = self._client.chat.completions.create(model=model, max_tokens=max_tokens,
                                                             **request)
-        except (openai.APIStatusError, openai.APIConnectionError) as exc:
+        except (self._sdk.APIStatusError, self._sdk.APIConnectionError) as exc:
             raise _provider_error(exc) from exc
         if response.usage is None:
             raise ProviderError("server", f"{self.provider} answered without usage; cannot price")
@@ -388,8 +404,9 @@ class OpenAIEmbedder:
 
     def __init__(self, base_url: str, model: str, api_key: str = "", *, timeout: float = 30.0,
                  sanitizer: Sanitizer | None = None):
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused",
-                                     max_retries=0, timeout=timeout)
+        self._sdk = _sdk("openai")
+        self._client = self._sdk.OpenAI(base_url=base_url, api_key=api_key or "unused",
+                                        max_retries=0, timeout=timeout)
         self.model = model
         self._sanitizer = sanitizer or Sanitizer()
 
@@ -397,7 +414,7 @@ class OpenAIEmbedder:
         clean = [self._sanitizer.clean(t) for t in texts]
         try:
             response = self._client.embeddings.create(model=self.model, input=clean)
-        except (openai.APIStatusError, openai.APIConnectionError) as exc:
+        except (self._sdk.APIStatusError, self._sdk.APIConnectionError) as exc:
             raise _provider_error(exc) from exc
         return [list(d.embedding) for d in sorted(response.data, key=lambda d: d.index)]
 

@@ -135,16 +135,28 @@ def work(
     settings = _load_settings()
     name = worker_id or f"{socket.gethostname()}/{os.getpid()}"
     jsonlog.configure()  # claims, failures, reaps: one JSON line each (journald in the stack)
+    from pathlib import Path
+
+    def beat() -> None:
+        """Starting is progress too: the health check reads the heartbeat file's age, and
+        on an emulated CPU the imports below alone take minutes."""
+        if policy.heartbeat_file:
+            Path(policy.heartbeat_file).touch()
+
+    beat()
     with database(settings) as dsn:
         # a worker starts with its stack, maybe before Postgres answers: wait (bounded)
         tenant_ids = [until_database_answers(lambda t=t: _tenant_or_exit(dsn, t))
                       for t in tenant]
+        beat()
         # not a request path: a pooled connection may take longer than the API's bound
         pool = open_pool(dsn, max_size=4, timeout=max(settings.db_timeout_seconds, 10),
                          name="vos-agents")
         try:
             until_database_answers(lambda: assert_app_role_is_confined(pool))
+            beat()
             router = build_router(cfg, PostgresAccounting(pool), dict(os.environ))
+            beat()
             workforce = Workforce(pool, router, cfg.system_prompt, tool_specs(cfg),
                                   cfg.retrieval_token_budget)
             # unassigned work (the door's) goes to the orchestrator; the file paces failures

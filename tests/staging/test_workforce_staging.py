@@ -33,7 +33,14 @@ from test_stack_staging import (
 
 from app.ui.auth import create_operator
 from staging.managed_db import read_secrets
-from staging.providers import CLOUD_MODELS, LOCAL_MODEL, PROVIDER_KEY_ENV, TENANT, start_fakes
+from staging.providers import (
+    CLOUD_MODELS,
+    LOCAL_MODEL,
+    PROVIDER_KEY_ENV,
+    TENANT,
+    agents_document,
+    start_fakes,
+)
 
 WORK_TIMEOUT = 240  # a task's whole trip under TCG: claim, route, calls, Review
 
@@ -128,8 +135,10 @@ def test_callback_to_approved_through_the_workforce_on_the_vm(converged_vm, fake
     settle_other_work(vm, tenant)
     cafile = door_certificate(vm, tmp_path)
 
-    # 1. The desktop fails (scripted 500s on every try of the router): fall back to the cloud.
-    fakes["desktop"].script("500", "500", "500", "500")
+    # 1. The desktop fails (a scripted 500 on each of the router's tries of it, no more: a
+    #    leftover would fail the next task): fall back to the cloud.
+    retry = agents_document(vm.lab.state.layout)["retry"]
+    fakes["desktop"].script(*["500"] * retry["max_attempts"])
     title_fallback = f"e2e fallback {secrets.token_hex(4)}"
     status, webhook = post_callback(vm, cafile, json.dumps(
         {"type": "task.create", "title": title_fallback}).encode(), good_signature=True)
@@ -145,7 +154,9 @@ def test_callback_to_approved_through_the_workforce_on_the_vm(converged_vm, fake
                        "WHERE t.id = %s", [fallback_task])
     assert routed == [("Orchestrator",)], f"unassigned task not routed: {routed}"
 
-    # 2. The desktop answers: local inference, $0.
+    # 2. The desktop answers: local inference, $0 (once its cooldown after the failures is
+    #    over: until then the router rightly skips it).
+    time.sleep(retry["cooldown_seconds"] + 1)
     title = f"e2e local {secrets.token_hex(4)}"
     status, webhook = post_callback(vm, cafile, json.dumps(
         {"type": "task.create", "title": title}).encode(), good_signature=True)

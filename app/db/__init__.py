@@ -201,17 +201,31 @@ def open_pool(
         connection_class=BoundedConnection,
         configure=configure,
         check=_bounded_check(min(check_timeout, query_timeout)),
-        kwargs={
-            "autocommit": True,
-            "row_factory": dict_row,
-            "connect_timeout": max(2, int(connect_timeout)),  # libpq: whole seconds, min 2
-            "options": f"-c statement_timeout={statement_timeout_ms}",
-            "application_name": name,
-            **_tcp_options(tcp_timeout),
-        },
+        kwargs=connection_kwargs(name, statement_timeout_ms, connect_timeout, tcp_timeout),
     )
     pool.open(wait=False)
     return pool
+
+
+def connection_kwargs(name: str, statement_timeout_ms: int, connect_timeout: float,
+                      tcp_timeout: float) -> dict:
+    """What every pooled connection of the app opens with (the sync pool here and the door's
+    async one, app.door.pool): autocommit, dict rows, the server-side statement timeout,
+    a connect timeout for the pool's background opening (off the request path), and the
+    TCP bounds of `_tcp_options`.
+
+    Example:
+        >>> connection_kwargs("vos", 2000, 10, 10)["connect_timeout"]
+        10
+    """
+    return {
+        "autocommit": True,
+        "row_factory": dict_row,
+        "connect_timeout": max(2, int(connect_timeout)),  # libpq: whole seconds, min 2
+        "options": f"-c statement_timeout={statement_timeout_ms}",
+        "application_name": name,
+        **_tcp_options(tcp_timeout),
+    }
 
 
 @contextmanager

@@ -30,10 +30,9 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from app.db import DatabaseTimeout, _tcp_options
+from app.db import DatabaseTimeout, connection_kwargs
 
 CHECK_IDLE_SECONDS = 1.0
 
@@ -119,14 +118,5 @@ def open_async_pool(
         configure=configure,
         check=check,
         reset=reset,
-        kwargs={
-            "autocommit": True,
-            "row_factory": dict_row,
-            # opening a connection happens in the pool's background, off the request path
-            # (see app.db.open_pool): a slow handshake must not make the pool give up
-            "connect_timeout": max(2, int(connect_timeout)),  # libpq: whole seconds, min 2
-            "options": f"-c statement_timeout={statement_timeout_ms}",
-            "application_name": name,
-            **_tcp_options(tcp_timeout),
-        },
+        kwargs=connection_kwargs(name, statement_timeout_ms, connect_timeout, tcp_timeout),
     )

@@ -24,6 +24,16 @@ refreshed on use). Usage fields follow each provider's convention.
 Failures are scripted per server (`server.script("429:2", "529", "context")`) and consumed
 one per request; a prompt longer than the model's context window fails on its own.
 
+Replies with tool calls, in each wire's own shape (JSON and streaming), are scripted too:
+`server.script_replies(FakeReply(tool_calls=(("report", {"result": "ok"}),)), …)` queues
+replies consumed one per answered request (a scripted failure does not consume one);
+`server.respond_with(fn)` installs `fn(conv: FakeConversation) -> FakeReply | None`, asked
+when the queue is empty (None: the default text). `FakeConversation` is the request in one
+normalised view whatever its wire (system text, tools offered, task, tool results so far);
+`demo_responder` is the deterministic responder `vos dev`'s demo runs on. Tool definitions,
+tool calls and tool results count as prompt tokens, and an Anthropic breakpoint on a turn
+caches like any other.
+
 Example:
     >>> server = FakeProviderServer("openai").start()
     >>> server.base_url.startswith("http://127.0.0.1:")
@@ -37,7 +47,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -99,6 +109,74 @@ class ScriptedFailure:
         return cls(status, kind, float(arg) if arg else None)
 
 
+@dataclass(frozen=True)
+class FakeReply:
+    """What a fake answers: text and/or tool calls `(name, arguments)`, in the request's wire
+    format (ids made up per wire: `toolu_…`, `call_…`; none on Ollama's native wire).
+
+    A reply with neither text nor calls answers the default text. Arguments are a dict; a
+    string is sent as the raw arguments string on the OpenAI wire (to test unparseable
+    arguments; the other wires always carry an object, so there it is parsed, or sent as
+    `{"__invalid_json__": string}`).
+
+    Example:
+        >>> FakeReply(tool_calls=[("report", {"result": "ok"})]).tool_calls
+        (('report', {'result': 'ok'}),)
+    """
+
+    text: str = ""
+    tool_calls: tuple[tuple[str, dict], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tool_calls", tuple(
+            (str(name), args if isinstance(args, str) else dict(args))
+            for name, args in self.tool_calls))
+
+
+@dataclass
+class FakeConversation:
+    """A chat request in one view whatever its wire (`anthropic`, `openai` or `ollama`).
+
+    `system`: the system text (prompt and persona); `tools`: the names offered; `task`: the
+    first user message's text; `tool_results`: (tool name, content) of every result so far,
+    in order; `tool_calls`: (name, arguments) of every call the assistant made so far;
+    `last_user`: the text of the last user message that has text.
+
+    Example:
+        >>> conv = FakeConversation.from_request("openai", {"model": "m", "messages": [
+        ...     {"role": "user", "content": "go"},
+        ...     {"role": "assistant", "content": None, "tool_calls": [{"id": "c1",
+        ...      "type": "function", "function": {"name": "report", "arguments": "{}"}}]},
+        ...     {"role": "tool", "tool_call_id": "c1", "content": "saved"}]})
+        >>> conv.task, conv.tool_results
+        ('go', [('report', 'saved')])
+    """
+
+    wire: str
+    model: str
+    system: str = ""
+    tools: tuple[str, ...] = ()
+    task: str = ""
+    tool_results: list[tuple[str, str]] = field(default_factory=list)
+    tool_calls: list[tuple[str, dict]] = field(default_factory=list)
+    last_user: str = ""
+
+    @classmethod
+    def from_request(cls, wire: str, request: dict) -> "FakeConversation":
+        """Parse a request body: `anthropic` (Messages), `openai` (Chat Completions, also
+        Ollama's /v1) or `ollama` (native /api/chat)."""
+        if wire == "anthropic":
+            return _anthropic_conversation(request)
+        return _chat_conversation(wire, request)
+
+
+Responder = Callable[[FakeConversation], "FakeReply | None"]
+
+
+class _ResponderError(Exception):
+    """A responder raised: the fake answers 500 with this message."""
+
+
 @dataclass
 class _Block:
     text: str
@@ -137,7 +215,10 @@ class FakeProviderServer:
         self.aliases = dict(aliases or {})
         self.cache_ttl_seconds = cache_ttl_seconds  # both providers' default: 5 minutes
         self.received: list[ReceivedRequest] = []
+        self.conversations: list[FakeConversation] = []  # every chat request, parsed
         self._script: list[ScriptedFailure] = []
+        self._replies: list[FakeReply] = []
+        self._responder: Responder | None = None
         self._lock = threading.Lock()
         self._cache = _PromptCache()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
@@ -182,17 +263,56 @@ class FakeProviderServer:
         with self._lock:
             self._script.extend(failures)
 
+    def script_replies(self, *replies: FakeReply) -> None:
+        """Queue replies; each answered chat request consumes one, first in first out."""
+        with self._lock:
+            self._replies.extend(replies)
+
+    def respond_with(self, responder: Responder | None) -> None:
+        """Answer with `responder(conversation)` when no scripted reply is queued (None from
+        it, or `respond_with(None)`, means the default text)."""
+        with self._lock:
+            self._responder = responder
+
     def reset(self) -> None:
-        """Forget received requests, queued failures and the prompt cache."""
+        """Forget received requests, queued failures and replies, the responder and the
+        prompt cache."""
         with self._lock:
             self.received.clear()
+            self.conversations.clear()
             self._script.clear()
+            self._replies.clear()
+            self._responder = None
         with self._cache.lock:
             self._cache.prefixes.clear()
 
     def _next_failure(self) -> ScriptedFailure | None:
         with self._lock:
             return self._script.pop(0) if self._script else None
+
+    def _conversation(self, wire: str, request: dict) -> FakeConversation:
+        conv = FakeConversation.from_request(wire, request)
+        with self._lock:
+            self.conversations.append(conv)
+            del self.conversations[:-MAX_RECEIVED]
+        return conv
+
+    def _next_reply(self, conv: FakeConversation, default_text: str) -> FakeReply:
+        """The scripted reply, else the responder's, else the default text. A responder
+        that raises makes the request fail with a 500 naming the error."""
+        with self._lock:
+            scripted = self._replies.pop(0) if self._replies else None
+            responder = self._responder
+        reply = scripted
+        if reply is None and responder is not None:
+            try:
+                reply = responder(conv)
+            except Exception as exc:  # a test's responder bug: say so on the wire
+                raise _ResponderError(f"fake responder raised {type(exc).__name__}: "
+                                      f"{exc}") from exc
+        if reply is None or not (reply.text or reply.tool_calls):
+            return FakeReply(text=default_text)
+        return reply
 
     # -- request handling -----------------------------------------------------------------
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -252,7 +372,10 @@ class FakeProviderServer:
         if failure is not None:
             self._send_error(handler, failure)
             return
-        route(handler, request)
+        try:
+            route(handler, request)
+        except _ResponderError as exc:
+            self._send_error(handler, ScriptedFailure(500, "server"), str(exc))
 
     def _authorised(self, handler: BaseHTTPRequestHandler) -> bool:
         if self.wire == "ollama":
@@ -268,6 +391,7 @@ class FakeProviderServer:
     # -- Anthropic Messages ---------------------------------------------------------------
     def _anthropic(self, handler: BaseHTTPRequestHandler, request: dict) -> None:
         model = request["model"]
+        conv = self._conversation("anthropic", request)
         blocks = _anthropic_blocks(request)
         token_counts = [len(fake_tokenize(b.text)) for b in blocks]
         total = sum(token_counts)
@@ -276,19 +400,23 @@ class FakeProviderServer:
             self._send_error(handler, ScriptedFailure(400, "context"),
                              f"prompt is too long: {total} tokens > {window} maximum")
             return
+        reply = self._next_reply(conv, _reply_text(model, total))
         read, write = self._anthropic_cache(model, blocks, token_counts)
-        reply = _reply_text(model, total)
-        output = min(len(fake_tokenize(reply)), int(request.get("max_tokens", 1024)))
+        output = min(_output_tokens(reply), int(request.get("max_tokens", 1024)))
         usage = {"input_tokens": total - read - write, "output_tokens": output,
                  "cache_creation_input_tokens": write, "cache_read_input_tokens": read}
         served = self.aliases.get(model, model)
+        calls = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name,
+                  "input": _as_object(args)} for name, args in reply.tool_calls]
+        stop = "tool_use" if calls else "end_turn"
         if request.get("stream"):
-            _send_sse(handler, _anthropic_events(served, reply, usage))
+            _send_sse(handler, _anthropic_events(served, reply.text, calls, usage, stop))
             return
+        text = [{"type": "text", "text": reply.text}] if reply.text else []
         _send_json(handler, 200, {
             "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-            "model": served, "content": [{"type": "text", "text": reply}],
-            "stop_reason": "end_turn", "stop_sequence": None, "usage": usage,
+            "model": served, "content": text + calls,
+            "stop_reason": stop, "stop_sequence": None, "usage": usage,
         })
 
     def _anthropic_cache(self, model: str, blocks: list[_Block], counts: list[int]
@@ -317,6 +445,7 @@ class FakeProviderServer:
     # -- OpenAI Chat Completions (also OpenRouter, Ollama's compatible endpoint) ----------
     def _openai(self, handler: BaseHTTPRequestHandler, request: dict) -> None:
         model = request["model"]
+        conv = self._conversation("openai", request)
         tokens = _openai_tokens(request)
         window = self._context_window(model)
         if len(tokens) > window:
@@ -324,25 +453,34 @@ class FakeProviderServer:
                              f"This model's maximum context length is {window} tokens. However, "
                              f"your messages resulted in {len(tokens)} tokens.")
             return
+        reply = self._next_reply(conv, _reply_text(model, len(tokens)))
         cached = self._openai_cache(model, tokens) if self.wire == "openai" else 0
-        reply = _reply_text(model, len(tokens))
         limit = request.get("max_completion_tokens") or request.get("max_tokens") or 4096
-        output = min(len(fake_tokenize(reply)), int(limit))
+        output = min(_output_tokens(reply), int(limit))
         usage: dict[str, Any] = {"prompt_tokens": len(tokens), "completion_tokens": output,
                                  "total_tokens": len(tokens) + output}
         if self.wire == "openai":
             usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
         served = self.aliases.get(model, model)
+        calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                  "function": {"name": name, "arguments": args if isinstance(args, str)
+                               else json.dumps(args)}}
+                 for name, args in reply.tool_calls]
+        finish = "tool_calls" if calls else "stop"
         if request.get("stream"):
             include_usage = (request.get("stream_options") or {}).get("include_usage", False)
-            _send_sse(handler, _openai_chunks(served, reply, usage if include_usage else None),
+            _send_sse(handler, _openai_chunks(served, reply.text, calls, finish,
+                                              usage if include_usage else None),
                       done_marker=True)
             return
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+        if calls:
+            message["tool_calls"] = calls
         _send_json(handler, 200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": served,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": reply}}],
+            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                         "message": message}],
             "usage": usage,
         })
 
@@ -361,6 +499,7 @@ class FakeProviderServer:
     # -- Ollama native /api/chat ----------------------------------------------------------
     def _ollama_native(self, handler: BaseHTTPRequestHandler, request: dict) -> None:
         model = request["model"]
+        conv = self._conversation("ollama", request)
         tokens = _openai_tokens(request)
         window = self._context_window(model)
         if len(tokens) > window:
@@ -368,21 +507,32 @@ class FakeProviderServer:
                              f"the input length ({len(tokens)} tokens) exceeds the context "
                              f"length ({window})")
             return
-        reply = _reply_text(model, len(tokens))
+        reply = self._next_reply(conv, _reply_text(model, len(tokens)))
+        text = reply.text
         limit = int((request.get("options") or {}).get("num_predict") or 4096)
-        words = fake_tokenize(reply)
+        words = fake_tokenize(text)
         if limit < len(words):
-            reply = " ".join(words[:limit])
+            text = " ".join(words[:limit])
         served = self.aliases.get(model, model)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        final = {"model": served, "created_at": created,
-                 "message": {"role": "assistant", "content": reply}, "done": True,
+        # Ollama's native tool calls: arguments as an object, no call id (older versions),
+        # and done_reason "stop" even when the model called tools.
+        calls = [{"function": {"name": name, "arguments": _as_object(args)}}
+                 for name, args in reply.tool_calls]
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        final = {"model": served, "created_at": created, "message": message, "done": True,
                  "done_reason": "stop", "prompt_eval_count": len(tokens),
-                 "eval_count": min(len(words), limit)}
+                 "eval_count": min(_output_tokens(FakeReply(text, reply.tool_calls)), limit)}
         if request.get("stream", True):  # Ollama streams unless told not to
             lines = [{"model": served, "created_at": created, "done": False,
                       "message": {"role": "assistant", "content": piece}}
-                     for piece in _chunks(reply)]
+                     for piece in (_chunks(text) if text or not calls else [])]
+            if calls:  # Ollama sends the calls in a line of their own, before the last
+                lines.append({"model": served, "created_at": created, "done": False,
+                              "message": {"role": "assistant", "content": "",
+                                          "tool_calls": calls}})
             _send_ndjson(handler, [*lines, dict(final, message={"role": "assistant",
                                                                  "content": ""})])
             return
@@ -451,11 +601,51 @@ def _content_texts(content: Any) -> list[tuple[str, bool]]:
     """(text, has cache_control) for a message/system content: a string or a list of blocks."""
     if isinstance(content, str):
         return [(content, False)]
-    out = []
-    for block in content or []:
-        text = block.get("text") if block.get("type", "text") == "text" else json.dumps(block)
-        out.append((text or "", bool(block.get("cache_control"))))
-    return out
+    return [(_block_text(block), bool(block.get("cache_control"))) for block in content or []]
+
+
+def _block_text(block: dict) -> str:
+    """What a content block puts in the prompt: a text's text, a tool call's id, name and
+    arguments, a tool result's call id and content. Never its `cache_control`, so a block
+    hashes the same whether or not it carries the breakpoint this time."""
+    kind = block.get("type", "text")
+    if kind == "text":
+        return block.get("text") or ""
+    if kind == "tool_use":
+        return " ".join([str(block.get("id") or ""), str(block.get("name") or ""),
+                         _arguments_text(block.get("input"))])
+    if kind == "tool_result":
+        return " ".join([str(block.get("tool_use_id") or ""),
+                         _result_text(block.get("content"))])
+    return json.dumps({k: v for k, v in block.items() if k != "cache_control"},
+                      sort_keys=True)
+
+
+def _arguments_text(arguments: Any) -> str:
+    """Tool-call arguments as text: OpenAI's JSON string as sent, an object serialised."""
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments if arguments is not None else {}, sort_keys=True,
+                      ensure_ascii=False)
+
+
+def _result_text(content: Any) -> str:
+    """A tool result's content: a string, or (Anthropic) a list of text blocks."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(_block_text(b) for b in content or [] if isinstance(b, dict))
+
+
+def _chat_message_texts(message: dict) -> list[str]:
+    """The texts of one Chat Completions / Ollama message: its content, each tool call's
+    id, name and arguments, and a tool message's call id or tool name."""
+    texts = [text for text, _ in _content_texts(message.get("content"))]
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        texts.append(" ".join([str(call.get("id") or ""), str(function.get("name") or ""),
+                               _arguments_text(function.get("arguments"))]))
+    texts += [str(message[key]) for key in ("tool_call_id", "tool_name") if message.get(key)]
+    return texts
 
 
 def _anthropic_blocks(request: dict) -> list[_Block]:
@@ -481,9 +671,81 @@ def _openai_tokens(request: dict) -> list[str]:
                                           json.dumps(fn.get("parameters", {}), sort_keys=True)]))
     for message in request.get("messages") or []:
         tokens.append(message.get("role", ""))
-        for text, _ in _content_texts(message.get("content")):
+        for text in _chat_message_texts(message):
             tokens += fake_tokenize(text)
     return tokens
+
+
+# -- one view of a conversation, whatever its wire --------------------------------------------
+def _system_text(system: Any) -> str:
+    return "\n\n".join(text for text, _ in _content_texts(system or []))
+
+
+def _anthropic_conversation(request: dict) -> FakeConversation:
+    conv = FakeConversation("anthropic", str(request.get("model", "")),
+                            system=_system_text(request.get("system")),
+                            tools=tuple(t.get("name", "") for t in request.get("tools") or []))
+    names: dict[str, str] = {}  # call id -> tool name (a tool_result names only the id)
+    first = True
+    for message in request.get("messages") or []:
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) \
+            else content or []
+        if message.get("role") == "assistant":
+            for block in blocks:
+                if block.get("type") == "tool_use":
+                    names[str(block.get("id"))] = block.get("name", "")
+                    conv.tool_calls.append((block.get("name", ""), block.get("input") or {}))
+            continue
+        for block in blocks:
+            if block.get("type") == "tool_result":
+                conv.tool_results.append((names.get(str(block.get("tool_use_id")), ""),
+                                          _result_text(block.get("content"))))
+        texts = [b.get("text") or "" for b in blocks if b.get("type", "text") == "text"]
+        _note_user_text(conv, "\n\n".join(texts), first)
+        first = first and not texts
+    return conv
+
+
+def _chat_conversation(wire: str, request: dict) -> FakeConversation:
+    conv = FakeConversation(
+        wire, str(request.get("model", "")),
+        tools=tuple((t.get("function") or {}).get("name", "") for t in request.get("tools")
+                    or []))
+    names: dict[str, str] = {}
+    systems, first = [], True
+    for message in request.get("messages") or []:
+        role = message.get("role")
+        text = "\n\n".join(t for t, _ in _content_texts(message.get("content")))
+        if role in ("system", "developer"):
+            systems.append(text)
+        elif role == "assistant":
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                names[str(call.get("id"))] = function.get("name", "")
+                arguments = function.get("arguments")
+                if isinstance(arguments, str):
+                    try:
+                        arguments = json.loads(arguments or "{}")
+                    except ValueError:
+                        arguments = {"__invalid_json__": arguments}
+                conv.tool_calls.append((function.get("name", ""), arguments or {}))
+        elif role == "tool":  # Ollama names the tool; OpenAI names the call it answers
+            name = message.get("tool_name") or names.get(str(message.get("tool_call_id")), "")
+            conv.tool_results.append((name, text))
+        elif role == "user":
+            _note_user_text(conv, text, first)
+            first = first and not text
+    conv.system = "\n\n".join(systems)
+    return conv
+
+
+def _note_user_text(conv: FakeConversation, text: str, first: bool) -> None:
+    if not text:
+        return
+    if first:
+        conv.task = text
+    conv.last_user = text
 
 
 def _prefix_hashes(texts: list[str], counts: list[int]) -> Iterator[tuple[int, str]]:
@@ -521,6 +783,23 @@ def fake_embedding(text: str) -> list[float]:
 
 def _reply_text(model: str, prompt_tokens: int) -> str:
     return f"Acknowledged by {model}: read {prompt_tokens} prompt tokens, task handled."
+
+
+def _output_tokens(reply: FakeReply) -> int:
+    """Output tokens of a reply: its text and each call's name and JSON arguments."""
+    return len(fake_tokenize(reply.text)) + sum(
+        len(fake_tokenize(f"{name} {_arguments_text(args)}")) for name, args in reply.tool_calls)
+
+
+def _as_object(arguments: dict | str) -> dict:
+    """Scripted arguments as the object Anthropic's and Ollama's wires always carry."""
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"__invalid_json__": arguments}
 
 
 # -- HTTP helpers ---------------------------------------------------------------------------
@@ -570,26 +849,43 @@ def _chunks(text: str, size: int = 12) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
-def _anthropic_events(model: str, reply: str, usage: dict) -> Iterator[tuple[str, dict]]:
+def _anthropic_events(model: str, reply: str, calls: list[dict], usage: dict, stop: str
+                      ) -> Iterator[tuple[str, dict]]:
+    """A Messages stream: a text block (if any text), then one tool_use block per call whose
+    input arrives as `input_json_delta` pieces, as the API streams them."""
     start_usage = dict(usage, output_tokens=1)
     yield "message_start", {"type": "message_start", "message": {
         "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
         "model": model, "content": [], "stop_reason": None, "stop_sequence": None,
         "usage": start_usage}}
-    yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                  "content_block": {"type": "text", "text": ""}}
-    for piece in _chunks(reply):
-        yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                      "delta": {"type": "text_delta", "text": piece}}
-    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    index = 0
+    if reply or not calls:
+        yield "content_block_start", {"type": "content_block_start", "index": index,
+                                      "content_block": {"type": "text", "text": ""}}
+        for piece in _chunks(reply):
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": {"type": "text_delta", "text": piece}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+        index += 1
+    for call in calls:
+        yield "content_block_start", {"type": "content_block_start", "index": index,
+                                      "content_block": dict(call, input={})}
+        for piece in ["", *_chunks(json.dumps(call["input"]))]:  # the API starts with ""
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": {"type": "input_json_delta",
+                                                    "partial_json": piece}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+        index += 1
     yield "message_delta", {"type": "message_delta",
-                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                            "delta": {"stop_reason": stop, "stop_sequence": None},
                             "usage": {"output_tokens": usage["output_tokens"]}}
     yield "message_stop", {"type": "message_stop"}
 
 
-def _openai_chunks(model: str, reply: str, usage: dict | None
-                   ) -> Iterator[tuple[None, dict]]:
+def _openai_chunks(model: str, reply: str, calls: list[dict], finish: str,
+                   usage: dict | None) -> Iterator[tuple[None, dict]]:
+    """Chat Completions chunks: text deltas, then per call a delta with its index, id and
+    name, then deltas with pieces of its arguments string (same index)."""
     chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
 
@@ -598,21 +894,32 @@ def _openai_chunks(model: str, reply: str, usage: dict | None
                 "model": model, "choices": [{"index": 0, "delta": delta,
                                              "finish_reason": finish, "logprobs": None}]}
 
-    yield None, chunk({"role": "assistant", "content": ""}, None)
-    for piece in _chunks(reply):
+    yield None, chunk({"role": "assistant", "content": "" if reply or not calls else None},
+                      None)
+    for piece in _chunks(reply) if reply else []:
         yield None, chunk({"content": piece}, None)
-    yield None, chunk({}, "stop")
+    for index, call in enumerate(calls):
+        function = call["function"]
+        yield None, chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                           "function": {"name": function["name"],
+                                                        "arguments": ""}}]}, None)
+        for piece in _chunks(function["arguments"]):
+            yield None, chunk({"tool_calls": [{"index": index,
+                                               "function": {"arguments": piece}}]}, None)
+    yield None, chunk({}, finish)
     if usage is not None:
         yield None, {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
                      "model": model, "choices": [], "usage": usage}
 
 
 def start_fake_fleet(api_key: str = "fake-key", base_port: int = 0,
-                     context_windows: dict[str, int] | None = None
+                     context_windows: dict[str, int] | None = None,
+                     responder: Responder | None = None
                      ) -> dict[str, FakeProviderServer]:
     """Start one fake per provider: anthropic, openai, openrouter (OpenAI wire), ollama.
 
-    `base_port` 0 picks free ports; otherwise ports base_port … base_port+3.
+    `base_port` 0 picks free ports; otherwise ports base_port … base_port+3. `responder`
+    (e.g. `demo_responder`) answers every fake's chat requests (see `respond_with`).
 
     Example:
         >>> fleet = start_fake_fleet()
@@ -626,5 +933,80 @@ def start_fake_fleet(api_key: str = "fake-key", base_port: int = 0,
     for offset, (name, wire) in enumerate(wires.items()):
         port = base_port + offset if base_port else 0
         fleet[name] = FakeProviderServer(wire, api_key=api_key, port=port, name=name,
-                                         context_windows=context_windows).start()
+                                         context_windows=context_windows)
+        fleet[name].respond_with(responder)
+        fleet[name].start()
     return fleet
+
+
+# -- the demo's responder -------------------------------------------------------------------
+_REPORTS = re.compile(r"Your reports:[ \t]*(?P<list>[^\n]*)")
+_REPORT_ITEM = re.compile(r"\s*(?P<name>[^,()]+?)\s*(?:\((?P<role>[^()]*)\))?\s*(?:,|$)")
+_TASK = re.compile(r"<task>\n?(?P<task>.*?)\n?</task>", re.S)
+SYNTHESIS_MARKER = "Results of your reports"
+
+
+def demo_reports(system: str) -> list[tuple[str, str]]:
+    """(name, role) of each report the run loop lists in the persona ("Your reports: A
+    (role), B (role). Delegate to them by name or role.").
+
+    Example:
+        >>> demo_reports("You lead.\\n\\nYour reports: Mara (marketing lead), Theo (CTO). "
+        ...              "Delegate to them by name or role.")
+        [('Mara', 'marketing lead'), ('Theo', 'CTO')]
+    """
+    found = _REPORTS.search(system)
+    if not found:
+        return []
+    listed = re.sub(r"\.\s+Delegate\b.*$", "", found["list"]).strip().rstrip(".")
+    return [(m["name"], m["role"] or "") for m in _REPORT_ITEM.finditer(listed) if m["name"]]
+
+
+def demo_responder(conv: FakeConversation) -> FakeReply | None:
+    """The demo's deterministic model, the same on every wire:
+
+    - `delegate` offered, no tool result yet and reports listed in the persona: delegate to
+      each report once, with a title and a short brief from the task;
+    - delegate results back and the task says "Results of your reports" (or the results are
+      the children's results, "Result of …", as the run loop merges them): a text synthesis;
+    - `report` offered and not reported yet: report a short summary of the task;
+    - otherwise None (the fake's default text).
+
+    Example:
+        >>> conv = FakeConversation("openai", "m", system="Your reports: Theo (CTO)",
+        ...                         tools=("delegate", "report"),
+        ...                         task="<task>\\nCheck TLS\\n</task>")
+        >>> name, arguments = demo_responder(conv).tool_calls[0]
+        >>> name, arguments["to"], arguments["title"]
+        ('delegate', 'Theo', 'CTO: Check TLS')
+    """
+    task = _task_body(conv.task)
+    title = (task.splitlines() or [""])[0].strip()[:150] or "the task"
+    reports = demo_reports(conv.system)
+    delegated = [content for name, content in conv.tool_results if name == "delegate"]
+    if "delegate" in conv.tools and not conv.tool_results and reports:
+        return FakeReply(tool_calls=tuple(
+            ("delegate", {"to": name, "title": f"{role or name}: {title}"[:200],
+                          "brief": (f"{_squash(task)[:300]}. Your part as {role or name}: "
+                                    "what your role owns, in a short report.")[:4000],
+                          "priority": "P1"})
+            for name, role in reports))
+    if delegated and (SYNTHESIS_MARKER in conv.task
+                      or any(c.startswith("Result of ") for c in delegated)):
+        parts = "; ".join(_squash(c)[:160] for c in delegated)
+        return FakeReply(text=f"Synthesis for {title}: {len(delegated)} reports combined. "
+                              f"{parts}")
+    reported = any(name == "report" for name, _ in conv.tool_results)
+    if "report" in conv.tools and not reported:
+        return FakeReply(tool_calls=(("report", {
+            "result": f"{title}: done. {_squash(task)[:200]}"}),))
+    return None
+
+
+def _task_body(text: str) -> str:
+    found = _TASK.search(text)
+    return (found["task"] if found else text).strip()
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")

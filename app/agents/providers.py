@@ -2,9 +2,14 @@
 
 `AnthropicProvider` uses `anthropic.Anthropic().messages`; `OpenAICompatibleProvider` uses
 `openai.OpenAI().chat.completions` for OpenAI, OpenRouter (another base URL) and Ollama (its
-OpenAI-compatible `/v1` endpoint). Every provider sanitizes the prompt before building the
-request, so no code path can send an unredacted secret. SDK errors become `ProviderError`
-with a kind the router understands and the server's Retry-After, if any.
+OpenAI-compatible `/v1` endpoint); `OllamaProvider` speaks Ollama's native `/api/chat`. Every
+provider sanitizes the prompt before building the request, so no code path can send an
+unredacted secret. SDK errors become `ProviderError` with a kind the router understands and
+the server's Retry-After, if any.
+
+A reply's tool calls come back as `Completion.tool_calls` (`ToolCall`s with the provider's
+call id, streaming or not) and why the model stopped as `Completion.stop_reason`,
+normalised to "end", "tool_use" or "max_tokens" (any other reason passes through as sent).
 
 Example:
     >>> p = OpenAICompatibleProvider("openai", "http://127.0.0.1:9/v1", "key")
@@ -24,7 +29,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.agents.prefix import PromptParts, anthropic_request, openai_request
+from app.agents.prefix import (
+    PromptParts,
+    ToolCall,
+    anthropic_request,
+    ollama_request,
+    openai_request,
+)
 from app.agents.prices import Usage, usage_from_anthropic, usage_from_openai
 from app.agents.sanitize import Sanitizer
 
@@ -34,6 +45,11 @@ PROVIDER_KINDS = ("anthropic", "ollama", *OPENAI_WIRE_PROVIDERS)
 # The vendor a provider kind bills as: both Ollama wires serve the same local models, so they
 # share the price rows (and the ledger's `provider` column) of "ollama".
 VENDOR = {"ollama-openai": "ollama"}
+# Each wire's stop reasons, normalised; a reason not listed passes through unchanged.
+STOP_REASONS = {"end_turn": "end", "stop_sequence": "end", "stop": "end",
+                "tool_use": "tool_use", "tool_calls": "tool_use", "function_call": "tool_use",
+                "max_tokens": "max_tokens", "length": "max_tokens"}
+INVALID_JSON_KEY = "__invalid_json__"
 
 
 class ProviderError(Exception):
@@ -58,11 +74,55 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True)
 class Completion:
-    """A successful call: reply text, the model that actually served it, normalised usage."""
+    """A successful call: reply text, the model that actually served it, normalised usage,
+    the tool calls the model made (in order) and why it stopped (see `normalise_stop`)."""
 
     text: str
     model_served: str
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()
+    stop_reason: str = ""
+
+
+def normalise_stop(reason: str | None, has_tool_calls: bool) -> str:
+    """"end", "tool_use" or "max_tokens" from any wire's stop reason; others unchanged.
+
+    A reply with tool calls that says it simply stopped (Ollama always says "stop") is a
+    tool-use stop: the caller must run the calls.
+
+    Example:
+        >>> normalise_stop("tool_calls", True), normalise_stop("stop", True)
+        ('tool_use', 'tool_use')
+        >>> normalise_stop("length", False), normalise_stop("refusal", False)
+        ('max_tokens', 'refusal')
+    """
+    normal = STOP_REASONS.get(reason or "", reason or "")
+    if has_tool_calls and normal in ("end", ""):
+        return "tool_use"
+    return normal or "end"
+
+
+def parse_arguments(raw: Any) -> dict:
+    """A tool call's arguments as a dict: an OpenAI JSON string parsed, a dict kept. What is
+    not a JSON object comes back as `{"__invalid_json__": raw[:2000]}`, so the caller can
+    answer the model with an error instead of crashing the run.
+
+    Example:
+        >>> parse_arguments('{"q": "ports"}'), parse_arguments("")
+        ({'q': 'ports'}, {})
+        >>> parse_arguments('{"q": ')
+        {'__invalid_json__': '{"q": '}
+    """
+    if isinstance(raw, dict):
+        return raw
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}  # a call of a tool without parameters
+    text = raw if isinstance(raw, str) else json.dumps(raw)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {INVALID_JSON_KEY: text[:2000]}
 
 
 class Provider(Protocol):
@@ -179,7 +239,10 @@ class AnthropicProvider:
         except (self._sdk.APIStatusError, self._sdk.APIConnectionError) as exc:
             raise _provider_error(exc) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
-        return Completion(text, message.model, usage_from_anthropic(message.usage))
+        calls = tuple(ToolCall(block.id, block.name, parse_arguments(block.input))
+                      for block in message.content if block.type == "tool_use")
+        return Completion(text, message.model, usage_from_anthropic(message.usage), calls,
+                          normalise_stop(message.stop_reason, bool(calls)))
 
 
 class OpenAICompatibleProvider:
@@ -212,11 +275,21 @@ class OpenAICompatibleProvider:
             raise _provider_error(exc) from exc
         if response.usage is None:
             raise ProviderError("server", f"{self.provider} answered without usage; cannot price")
-        text = response.choices[0].message.content or "" if response.choices else ""
-        return Completion(text, response.model, usage_from_openai(response.usage))
+        if not response.choices:
+            return Completion("", response.model, usage_from_openai(response.usage))
+        choice = response.choices[0]
+        calls = tuple(
+            ToolCall(call.id or f"call_{n}", call.function.name,
+                     parse_arguments(call.function.arguments))
+            for n, call in enumerate(choice.message.tool_calls or [])
+            if call.type == "function")
+        return Completion(choice.message.content or "", response.model,
+                          usage_from_openai(response.usage), calls,
+                          normalise_stop(choice.finish_reason, bool(calls)))
 
     def _complete_streaming(self, request: dict, model: str, max_tokens: int) -> Completion:
-        pieces, served, usage = [], model, None
+        pieces, served, usage, finish = [], model, None, None
+        calls: dict[int, dict] = {}  # index -> {id, name, arguments pieces}
         stream = self._client.chat.completions.create(
             model=model, max_tokens=max_tokens, stream=True,
             stream_options={"include_usage": True}, **request)
@@ -227,9 +300,23 @@ class OpenAICompatibleProvider:
                     usage = chunk.usage
                 for choice in chunk.choices:
                     pieces.append(choice.delta.content or "")
+                    finish = choice.finish_reason or finish
+                    for delta in choice.delta.tool_calls or []:
+                        # the first delta of a call carries its id and name; later ones (same
+                        # index) only pieces of the arguments string
+                        call = calls.setdefault(delta.index, {"id": "", "name": "", "args": []})
+                        call["id"] = delta.id or call["id"]
+                        if delta.function is not None:
+                            call["name"] = delta.function.name or call["name"]
+                            call["args"].append(delta.function.arguments or "")
         if usage is None:
             raise ProviderError("server", f"{self.provider} stream ended without usage")
-        return Completion("".join(pieces), served, usage_from_openai(usage))
+        tool_calls = tuple(
+            ToolCall(call["id"] or f"call_{index}", call["name"],
+                     parse_arguments("".join(call["args"])))
+            for index, call in sorted(calls.items()))
+        return Completion("".join(pieces), served, usage_from_openai(usage), tool_calls,
+                          normalise_stop(finish, bool(tool_calls)))
 
 
 class OllamaProvider:
@@ -237,8 +324,11 @@ class OllamaProvider:
 
     The system prompt and persona travel as the first (system) message, the passages and the
     task as the user message (the same order as the OpenAI wire, so Ollama's KV cache reuses
-    the stable prefix), tools in Ollama's function format, `options.num_predict` caps the
-    output. With `stream=True` the reply is read as NDJSON lines. Usage comes from
+    the stable prefix), tools in Ollama's function format, turns in Ollama's own shape
+    (`app.agents.prefix.ollama_request`), `options.num_predict` caps the output. With
+    `stream=True` the reply is read as NDJSON lines; tool calls may come in any of them.
+    Ollama gives no call ids (older versions) or its own; a missing one becomes `call_<n>`,
+    n counting the reply's calls from 0. Usage comes from
     `prompt_eval_count` / `eval_count`; Ollama omits `prompt_eval_count` when the whole
     prompt came from its cache, which counts as 0 uncached tokens (local models cost $0).
 
@@ -264,7 +354,7 @@ class OllamaProvider:
         self._sanitizer = sanitizer or Sanitizer()
 
     def complete(self, parts: PromptParts, model: str, max_tokens: int) -> Completion:
-        request = openai_request(parts.sanitized(self._sanitizer))
+        request = ollama_request(parts.sanitized(self._sanitizer))
         body = {"model": model, "stream": self._stream,
                 "options": {"num_predict": max_tokens}, **request}
         try:
@@ -278,10 +368,12 @@ class OllamaProvider:
             raise ProviderError("connection", str(exc) or type(exc).__name__) from exc
         if "error" in data:
             raise _ollama_error(500, json.dumps(data), {})
-        return _ollama_completion(data, model, data.get("message", {}).get("content") or "")
+        message = data.get("message") or {}
+        return _ollama_completion(data, model, message.get("content") or "",
+                                  message.get("tool_calls") or [])
 
     def _complete_streaming(self, body: dict, model: str) -> Completion:
-        pieces, final = [], None
+        pieces, final, raw_calls = [], None, []
         with self._client.stream("POST", "/api/chat", json=body) as response:
             if response.status_code >= 400:
                 raise _ollama_error(response.status_code, response.read().decode(errors="replace"),
@@ -292,12 +384,14 @@ class OllamaProvider:
                 chunk = _json_object(line)
                 if "error" in chunk:  # a failure after the 200 header arrives as a line
                     raise _ollama_error(500, line, {})
-                pieces.append((chunk.get("message") or {}).get("content") or "")
+                message = chunk.get("message") or {}
+                pieces.append(message.get("content") or "")
+                raw_calls += message.get("tool_calls") or []
                 if chunk.get("done"):
                     final = chunk
         if final is None:
             raise ProviderError("server", "ollama stream ended without its final (done) line")
-        return _ollama_completion(final, model, "".join(pieces))
+        return _ollama_completion(final, model, "".join(pieces), raw_calls)
 
 
 def _json_object(text: str) -> dict:
@@ -312,11 +406,24 @@ def _json_object(text: str) -> dict:
     return data
 
 
-def _ollama_completion(data: dict, model: str, text: str) -> Completion:
+def _ollama_completion(data: dict, model: str, text: str, raw_calls: list) -> Completion:
     if not data.get("done", False):
         raise ProviderError("server", "ollama answered an unfinished response (done=false)")
     usage = Usage(int(data.get("prompt_eval_count") or 0), 0, 0, int(data.get("eval_count") or 0))
-    return Completion(text, str(data.get("model") or model), usage)
+    calls = tuple(_ollama_tool_call(n, raw) for n, raw in enumerate(raw_calls))
+    return Completion(text, str(data.get("model") or model), usage, calls,
+                      normalise_stop(data.get("done_reason"), bool(calls)))
+
+
+def _ollama_tool_call(n: int, raw: Any) -> ToolCall:
+    """One entry of Ollama's `message.tool_calls`: `{function: {name, arguments: {...}}}`,
+    with an `id` in newer versions (kept), `call_<n>` otherwise."""
+    if not isinstance(raw, dict):
+        raise ProviderError("server", f"ollama answered a tool call that is not an object: "
+                                      f"{str(raw)[:200]!r}")
+    function = raw.get("function") or {}
+    return ToolCall(str(raw.get("id") or f"call_{n}"), str(function.get("name") or ""),
+                    parse_arguments(function.get("arguments")))
 
 
 def _ollama_error(status: int, text: str, headers: Any) -> ProviderError:

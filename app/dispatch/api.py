@@ -21,10 +21,19 @@ Routes:
     GET  /openapi.json                the schema (Bearer)
     POST /agents, GET /agents
     POST /tasks, GET /tasks?status=&assignee_id=, DELETE /tasks/{id}
-    GET  /tasks/{id}                  the task with its reply, passages used, ledger attempts
-                                      and events (app.dispatch.tasks.task_detail)
-    POST /tasks/{id}/review {"approve": bool, "comment": …}   Review → Approved / Rejected
+    GET  /tasks/{id}                  the task with its reply, passages used, ledger attempts,
+                                      events, parent_id, parent, children and approvals
+                                      (app.dispatch.tasks.task_detail)
+    POST /tasks/{id}/review {"approve": bool, "comment": …}   Review → Approved, or
+                                      Review → Rejected → Active (back to work, comment kept)
     POST /tasks/{id}/assign {"assignee_id": …}, POST /tasks/{id}/move {"status": …}
+    POST /tasks/{id}/cancel {"reason"?}      the task and its open descendants → Cancelled
+    POST /tasks/{id}/resume                  a Paused run → Active (not while an approval
+                                             of it is pending)
+    GET  /approvals                          pending tool approvals, oldest first
+    POST /approvals/{id} {"approve": bool, "comment"?}   decide; the run goes on
+    GET  /inbox                              approvals, reviews, paused tasks and agents
+    POST /agents/{id}/resume                 a paused agent takes work again
     GET  /tasks/{id}/events, GET /events?after_id=
     GET  /documents, POST /documents {source, text, title?, content_type?},
     DELETE /documents/{id}            (app/agents/documents.py: same rules as `vos docs add`)
@@ -116,6 +125,33 @@ class ReviewIn(BaseModel):
     def _reject_says_why(self) -> ReviewIn:
         if not self.approve and not self.comment.strip():
             raise ValueError("comment: say what to change when rejecting")
+        return self
+
+
+def _no_nul(value: str, field: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"{field}: must not contain NUL characters")
+    return value
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=repo.MAX_REASON)
+
+    @model_validator(mode="after")
+    def _text(self) -> CancelIn:
+        _no_nul(self.reason, "reason")
+        return self
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    approve: bool
+    comment: str = Field(default="", max_length=repo.MAX_REVIEW_COMMENT)
+
+    @model_validator(mode="after")
+    def _text(self) -> DecisionIn:
+        _no_nul(self.comment, "comment")
         return self
 
 
@@ -305,6 +341,36 @@ def create_api_app(pool: ConnectionPool,
     def move_task(task_id: uuid.UUID, body: MoveIn, tenant: Tenant) -> dict:
         with tx(tenant) as conn:
             return repo.move_task(conn, task_id, body.status)
+
+    @app.post("/tasks/{task_id}/cancel")
+    def cancel_task(task_id: uuid.UUID, tenant: Tenant, body: CancelIn | None = None) -> dict:
+        with tx(tenant) as conn:
+            return repo.cancel_task(conn, task_id, body.reason if body else "")
+
+    @app.post("/tasks/{task_id}/resume")
+    def resume_task(task_id: uuid.UUID, tenant: Tenant) -> dict:
+        with tx(tenant) as conn:
+            return repo.resume_task(conn, task_id)
+
+    @app.get("/approvals")
+    def pending_approvals(tenant: Tenant) -> list[dict]:
+        with tx(tenant) as conn:
+            return repo.pending_approvals(conn)
+
+    @app.post("/approvals/{approval_id}")
+    def decide_approval(approval_id: uuid.UUID, body: DecisionIn, tenant: Tenant) -> dict:
+        with tx(tenant) as conn:
+            return repo.decide_approval(conn, approval_id, body.approve, body.comment)
+
+    @app.get("/inbox")
+    def inbox(tenant: Tenant) -> dict:
+        with tx(tenant) as conn:
+            return {**repo.inbox(conn), "count": repo.inbox_count(conn)}
+
+    @app.post("/agents/{agent_id}/resume")
+    def resume_agent(agent_id: uuid.UUID, tenant: Tenant) -> dict:
+        with tx(tenant) as conn:
+            return repo.resume_agent(conn, agent_id)
 
     @app.get("/tasks/{task_id}/events")
     def task_events(task_id: uuid.UUID, tenant: Tenant) -> list[dict]:

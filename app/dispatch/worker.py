@@ -65,8 +65,10 @@ Handler = Callable[[dict], dict]
 ERROR_LIMIT = 2000  # tasks.last_error / parked_reason column limit
 ROUTE_SCAN_LIMIT = 20  # tasks sent back to Draft per claim call, at most (bounded work)
 
-# The most urgent workable task: Active, not claimed (or its lease ran out), not waiting out a
-# backoff, not parked (or parked on a budget that changed since, or a window that rolled).
+# The most urgent workable task: Active (never Waiting, Paused or Cancelled), not claimed (or
+# its lease ran out), not waiting out a backoff, not parked (or parked on a budget that changed
+# since, or a window that rolled), and not of a paused agent: its tasks wait in the queue until
+# an operator resumes it (skipped, not routed away; unassigned tasks still route).
 _CANDIDATE = """
 SELECT t.id, t.assignee_id, t.claimed_by, t.parked_at, t.parked_budget_usd,
        a.retired_at IS NOT NULL AS assignee_retired,
@@ -75,6 +77,7 @@ SELECT t.id, t.assignee_id, t.claimed_by, t.parked_at, t.parked_budget_usd,
   LEFT JOIN agents a ON a.id = t.assignee_id
   LEFT JOIN agents p ON p.id = t.parked_agent_id
  WHERE t.status = 'Active'
+   AND a.paused_at IS NULL
    AND (t.claimed_by IS NULL OR t.lease_until < now())
    AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= now())
    AND (t.parked_at IS NULL
@@ -116,6 +119,22 @@ class TaskParked(Exception):  # noqa: N818 - it is an outcome, not an error
         self.reason, self.agent_id = reason, agent_id
         self.amount_usd, self.budget_usd = amount_usd, budget_usd
         self.at = at or datetime.now(UTC)
+
+
+class TaskHeld(Exception):  # noqa: N818 - an outcome: out of the queue, no attempt counted
+    """Raised by a handler: the task leaves the queue in a state `hold(conn)` writes, in the
+    claim's transaction (the agent run: Waiting for its children, Paused for an operator).
+    `outcome` is passed to the worker's `on_settled` hook ("held", or "breaker" when a circuit
+    breaker stopped the run: it counts against the agent's failure streak).
+
+    Example:
+        raise TaskHeld("waiting for approval", lambda conn: pause_task(conn, task_id, why))
+    """
+
+    def __init__(self, reason: str, hold: Callable[[psycopg.Connection], None],
+                 outcome: str = "held"):
+        super().__init__(reason)
+        self.reason, self.hold, self.outcome = reason, hold, outcome
 
 
 class NotWorkable(Exception):  # noqa: N818 - an outcome: back to Draft, no retry
@@ -185,7 +204,8 @@ def claim(pool: ConnectionPool, tenant_id: uuid.UUID, worker_id: str, *,
     """Claim the most urgent workable task of a tenant, routing it first when `route`.
 
     Tasks that cannot be routed go back to Draft in the same transaction (at most
-    ROUTE_SCAN_LIMIT per call) and the next candidate is tried.
+    ROUTE_SCAN_LIMIT per call) and the next candidate is tried; a task routed to a paused
+    orchestrator stays queued with it (the candidate query skips paused agents' tasks).
     """
     sent_to_draft = routed = 0
     with tenant_transaction(pool, tenant_id, actor=f"worker:{worker_id}") as conn:
@@ -200,6 +220,8 @@ def claim(pool: ConnectionPool, tenant_id: uuid.UUID, worker_id: str, *,
                         break
                     continue
                 routed += 1
+                # look again: the task now has an assignee, and a paused one is skipped
+                continue
             if row["parked_at"] is not None:
                 changed = row["park_budget_now"] != row["parked_budget_usd"]
                 add_event(conn, tenant_id, row["id"], "work.unparked", {
@@ -247,12 +269,18 @@ def renew_lease(pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.UUID,
         raise ClaimLost(f"task {task_id} is no longer claimed by {worker_id}")
 
 
+Settled = Callable[[psycopg.Connection, dict, str], None]
+
+
 def complete(
-    pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.UUID, worker_id: str, result: dict
+    pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.UUID, worker_id: str, result: dict,
+    *, on_settled: Settled | None = None, task: dict | None = None,
 ) -> None:
     """Record the result and move the task Active → Review, dropping the claim."""
     with tenant_transaction(pool, tenant_id, actor=f"worker:{worker_id}") as conn:
         _locked_own_claim(conn, task_id, worker_id)
+        if on_settled is not None:
+            on_settled(conn, task or {"id": task_id}, "complete")
         add_event(conn, tenant_id, task_id, "work.result", {"worker": worker_id, **result})
         conn.execute(
             "UPDATE tasks SET status = %s, claimed_by = NULL, lease_until = NULL, "
@@ -264,6 +292,7 @@ def complete(
 def release(
     pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.UUID, worker_id: str, error: str,
     *, policy: WorkerPolicy | None = None, rng: random.Random | None = None,
+    on_settled: Settled | None = None, task: dict | None = None,
 ) -> dict:
     """Count a failed attempt: back to the queue after a backoff, or Failed after the last one.
 
@@ -289,6 +318,8 @@ def release(
                 WHERE id = %s""",
             [attempt, error, next_at, outcome["status"], task_id],
         )
+        if final and on_settled is not None:
+            on_settled(conn, task or {"id": task_id}, "failed")
     return outcome
 
 
@@ -315,6 +346,16 @@ def park(pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.UUID, worker_
             [parked.at, parked.reason[:ERROR_LIMIT], parked.agent_id, parked.amount_usd,
              budget, task_id],
         )
+
+
+def hold(pool: ConnectionPool, tenant_id: uuid.UUID, task: dict, worker_id: str,
+         held: TaskHeld, *, on_settled: Settled | None = None) -> None:
+    """Write a handler's hold (see TaskHeld) in the claim's transaction; no attempt counted."""
+    with tenant_transaction(pool, tenant_id, actor=f"worker:{worker_id}") as conn:
+        _locked_own_claim(conn, task["id"], worker_id)
+        held.hold(conn)
+        if on_settled is not None:
+            on_settled(conn, task, held.outcome)
 
 
 def back_to_draft(pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.UUID,
@@ -385,8 +426,12 @@ class Worker:
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
     route_unassigned: bool = False
     rng: random.Random = field(default_factory=random.Random)
+    # called in the transaction that writes a task's outcome: "complete", "failed" (out of
+    # attempts), or a TaskHeld's outcome (the agent run keeps its failure streaks with it)
+    on_settled: Settled | None = None
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("worked", "failed", "parked", "draft", "routed", "claims_lost", "reaped_reservations",
+        ("worked", "failed", "parked", "held", "draft", "routed", "claims_lost",
+         "reaped_reservations",
          "stale_claims", "db_errors"), 0))
     _last_reap: float = field(default=float("-inf"), repr=False)
 
@@ -409,6 +454,8 @@ class Worker:
                 outcome = ("complete", self.handler(task))
             except TaskParked as parked:
                 outcome = ("park", parked)
+            except TaskHeld as held:
+                outcome = ("hold", held)
             except NotWorkable as exc:
                 outcome = ("draft", str(exc))
             except Exception as exc:  # the handler is the agent's work: any failure counts
@@ -420,8 +467,15 @@ class Worker:
         """Write the attempt's outcome; a lost claim drops it (the new owner's work counts)."""
         try:
             if kind == "complete":
-                complete(self.pool, tenant_id, task["id"], self.worker_id, value)
+                complete(self.pool, tenant_id, task["id"], self.worker_id, value,
+                         on_settled=self.on_settled, task=task)
                 self._count("worked")
+            elif kind == "hold":
+                hold(self.pool, tenant_id, task, self.worker_id, value,
+                     on_settled=self.on_settled)
+                self._count("held")
+                jsonlog.emit(log, "task_held", worker=self.worker_id, task=task["id"],
+                             reason=value.reason[:200])
             elif kind == "park":
                 park(self.pool, tenant_id, task["id"], self.worker_id, value)
                 self._count("parked")
@@ -432,7 +486,8 @@ class Worker:
                 self._count("draft")
             else:
                 outcome = release(self.pool, tenant_id, task["id"], self.worker_id, value,
-                                  policy=self.policy, rng=self.rng)
+                                  policy=self.policy, rng=self.rng,
+                                  on_settled=self.on_settled, task=task)
                 self._count("failed")
                 jsonlog.emit(log, "task_failed", level=logging.WARNING, worker=self.worker_id,
                              task=task["id"], **outcome)

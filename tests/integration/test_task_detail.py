@@ -191,7 +191,7 @@ def test_ui_approve_with_comment_lands_an_event(worked):
         assert answer.status_code == 303
         assert answer.headers["location"] == f"/ui/tasks/{task_id}"  # text: flash cookie
         page = c.get(answer.headers["location"]).text
-    assert "Task approved" in page and "Right owner, thanks" in page
+    assert "” approved" in page and "Right owner, thanks" in page
     with tenant_transaction(pool, tenant.id) as conn:
         assert repo.get_task(conn, task_id)["status"] == "Approved"
         (event,) = [e for e in repo.list_events(conn, task_id=task_id)
@@ -217,7 +217,8 @@ def test_ui_reject_needs_a_comment_then_lands_it(worked):
         page = c.get(answer.headers["location"]).text
     assert "Cite the runbook &lt;please&gt;" in page
     with tenant_transaction(pool, tenant.id) as conn:
-        assert repo.get_task(conn, task_id)["status"] == "Rejected"
+        # a rejection sends the task back to work at once (Review → Rejected → Active)
+        assert repo.get_task(conn, task_id)["status"] == "Active"
         kinds = [(e["kind"], e["payload"].get("comment"))
                  for e in repo.list_events(conn, task_id=task_id)]
     assert ("review.rejected", "Cite the runbook <please>") in kinds

@@ -4,8 +4,10 @@
 
 - agents in the file but not in the database are created (managers first);
 - agents whose role, persona, manager, chain (`model_preferences.chain`), budget, budget
-  period, tools or orchestrator flag differ are updated (only the changed columns, and only
-  those rows: an unchanged agent is not written at all, so `updated_at` and `xmin` stay);
+  period, tools, orchestrator flag or run policy (`run_policy`: approval gates, step cap,
+  per-task caps, as `AgentSpec.run_policy()` gives them) differ are updated (only the
+  changed columns, and only those rows: an unchanged agent is not written at all, so
+  `updated_at` and `xmin` stay);
 - agents in the database but not in the file are retired (`retired_at`), never deleted:
   ledger rows, tasks and events keep pointing at them; a name that comes back un-retires;
 - the built-in price list is seeded once (a tenant with no prices at all), and a
@@ -39,7 +41,9 @@ PRICE_VERSION = "agents-file"
 
 # The columns the agents file owns, in diff order.
 _AGENT_COLUMNS = ("id, name, role, persona, manager_id, model_preferences, budget_usd, "
-                  "budget_period, tools, is_orchestrator, retired_at")
+                  "budget_period, tools, is_orchestrator, run_policy, retired_at")
+# The JSON columns: written as Jsonb, compared as the dicts/lists psycopg reads back.
+_JSON_COLUMNS = ("tools", "run_policy")
 
 
 
@@ -147,12 +151,13 @@ def converge(conn: psycopg.Connection, tenant_id: uuid.UUID, spec: AgentsFile,
         if row is None:
             ids[agent.name] = conn.execute(
                 """INSERT INTO agents (tenant_id, name, role, persona, manager_id,
-                       model_preferences, budget_usd, budget_period, tools, is_orchestrator)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                       model_preferences, budget_usd, budget_period, tools, is_orchestrator,
+                       run_policy)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
                 [tenant_id, agent.name, desired["role"], desired["persona"],
                  desired["manager_id"], Jsonb({"chain": desired["chain"]}),
                  desired["budget_usd"], desired["budget_period"], Jsonb(desired["tools"]),
-                 desired["is_orchestrator"]]).fetchone()["id"]
+                 desired["is_orchestrator"], Jsonb(desired["run_policy"])]).fetchone()["id"]
             names_by_id[ids[agent.name]] = agent.name
             result._change(f"+ agent {agent.name}")
             continue
@@ -179,6 +184,7 @@ def _desired(spec: AgentsFile, agent: AgentSpec, ids: dict[str, uuid.UUID]) -> d
         "budget_period": agent.budget_period,
         "tools": list(agent.tools),
         "is_orchestrator": agent.orchestrator,
+        "run_policy": agent.run_policy(),
     }
 
 
@@ -199,9 +205,9 @@ def _update(conn: psycopg.Connection, row: dict, desired: dict, changed: list[st
         if col == "chain":
             sets.append("model_preferences = model_preferences || %s")
             params.append(Jsonb({"chain": desired["chain"]}))
-        elif col == "tools":
-            sets.append("tools = %s")
-            params.append(Jsonb(desired["tools"]))
+        elif col in _JSON_COLUMNS:
+            sets.append(f"{col} = %s")
+            params.append(Jsonb(desired[col]))
         else:
             sets.append(f"{col} = %s")
             params.append(desired[col])
@@ -219,9 +225,35 @@ def _describe(column: str, row: dict, desired: dict, names: dict[uuid.UUID, str]
         return f"{column} [{', '.join(before or [])}] → [{', '.join(after)}]"
     if column == "budget_usd":
         return f"budget_usd {_money(before)} → {_money(after)}"
+    if column == "run_policy":
+        return _describe_policy(before or {}, after)
     if column == "role":
         return f"role {before!r} → {after!r}"
     return f"{column} {before} → {after}"
+
+
+def _describe_policy(before: dict, after: dict) -> str:
+    """'run policy (max_steps 8 → 12; approval.tools [] → [deploy])': the keys that differ.
+    A row that never had one (written before migration 0308) says 'run policy set (…)'."""
+    def flat(policy: dict) -> dict:
+        out = {k: v for k, v in policy.items() if k != "approval"}
+        for key, value in (policy.get("approval") or {}).items():
+            out[f"approval.{key}"] = value
+        return dict(sorted(out.items()))
+
+    def show(value: Any) -> str:
+        if isinstance(value, list):
+            return f"[{', '.join(map(str, value))}]"
+        if isinstance(value, bool):
+            return str(value).lower()
+        return "(none)" if value is None else str(value)
+
+    old, new = flat(before), flat(after)
+    if not old:
+        return f"run policy set ({', '.join(f'{k} {show(v)}' for k, v in new.items())})"
+    changes = [f"{key} {show(old[key]) if key in old else '(unset)'} → {show(value)}"
+               for key, value in new.items() if old.get(key, ...) != value]
+    return f"run policy ({'; '.join(changes)})"
 
 
 def _money(value: Decimal | None) -> str:

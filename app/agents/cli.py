@@ -115,8 +115,9 @@ def work(
     import os
     import socket
 
-    from app.agents.config import build_router, tool_specs
+    from app.agents.config import build_router
     from app.agents.ledger import PostgresAccounting
+    from app.agents.run import breakers_of
     from app.agents.spec import AgentsFileError, load_agents_file
     from app.agents.workforce import Workforce
     from app.db import assert_app_role_is_confined, open_pool
@@ -157,10 +158,14 @@ def work(
             beat()
             router = build_router(cfg, PostgresAccounting(pool), dict(os.environ))
             beat()
-            workforce = Workforce(pool, router, cfg.system_prompt, tool_specs(cfg),
-                                  cfg.retrieval_token_budget)
+            workforce = Workforce(
+                # each agent is offered only the tools its `tools:` lists (least privilege)
+                pool, router, cfg.system_prompt, (), cfg.retrieval_token_budget,
+                declared={t.name: t for t in cfg.tools}, breakers=breakers_of(cfg),
+                environ=dict(os.environ))
             # unassigned work (the door's) goes to the orchestrator; the file paces failures
-            worker = Worker(pool, name, workforce.handle, policy=policy, route_unassigned=True)
+            worker = Worker(pool, name, workforce.handle, policy=policy, route_unassigned=True,
+                            on_settled=workforce.on_settled)
             if not drain:
                 worker.serve(tenant_ids, idle_seconds=idle)
                 return
@@ -238,19 +243,22 @@ def show(
     name: Annotated[str, typer.Argument(help="the agent's name")],
     tenant: Annotated[str, typer.Option(help="tenant slug (or UUID)")],
 ) -> None:
-    """One agent in full: persona, chain, tools, budget, spend, orchestrator, retired."""
+    """One agent in full: persona, chain, tools, run policy (approvals, step cap, per-task
+    caps), budget, spend, orchestrator, retired."""
     rows = [r for r in _agents_or_exit(tenant) if r["name"] == name]
     if not rows:
         typer.echo(f"error: no agent named {name!r} in tenant {tenant}", err=True)
         raise typer.Exit(1)
     r = rows[0]
     chain = (r["model_preferences"] or {}).get("chain")
+    approval, max_steps, caps = _run_policy_lines(r.get("run_policy") or {})
     for label, value in (
         ("name", r["name"]), ("id", r["id"]), ("role", r["role"] or "-"),
         ("manager", r["manager"] or "-"),
         ("orchestrator", "yes" if r["is_orchestrator"] else "no"),
         ("chain", ", ".join(chain) if chain else "(the worker's default_chain)"),
         ("tools", ", ".join(r["tools"]) or "-"),
+        ("approval", approval), ("max steps", max_steps), ("task caps", caps),
         ("budget", f"{_money(r['budget_usd'])} USD per {r['budget_period']}"),
         ("spent", f"{_money(r['spent_usd'])} USD (reserved {_money(r['reserved_usd'])})"),
         ("retired", r["retired_at"].isoformat() if r["retired_at"] else "no"),
@@ -260,6 +268,22 @@ def show(
     typer.echo("persona:")
     for line in (r["persona"] or "-").splitlines():
         typer.echo(f"  {line}")
+
+
+def _run_policy_lines(policy: dict) -> tuple[str, str, str]:
+    """(approval, max steps, task caps) as `show` prints them, from agents.run_policy (empty
+    for an agent not applied since migration 0308: the file's defaults apply)."""
+    if not policy:
+        return "-", "8 (the default: apply the agents file to store its run policy)", "-"
+    gates = policy.get("approval") or {}
+    approval = ", ".join((["before delegating"] if gates.get("delegate") else [])
+                         + [f"before calling {t}" for t in gates.get("tools") or []]) or "-"
+    caps = [f"{_money(policy['task_budget_usd'])} USD"] \
+        if policy.get("task_budget_usd") is not None else []
+    if policy.get("task_token_cap") is not None:
+        caps.append(f"{policy['task_token_cap']} tokens")
+    per_task = " and ".join(caps) + " per task" if caps else "-"
+    return approval, str(policy.get("max_steps", 8)), per_task
 
 
 def _money(value) -> str:

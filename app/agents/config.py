@@ -18,12 +18,21 @@ import re
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.agents.prefix import ToolSpec
 from app.agents.providers import build_provider
 from app.agents.router import Accounting, Deployment, RetryPolicy, Router
 from app.agents.sanitize import PII_PATTERNS, Sanitizer
+from app.agents.tools import BUILTIN_TOOLS, HttpToolConfig, check_schema
 
 # An environment variable NAME; anything else (a pasted key above all) is refused.
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
@@ -109,13 +118,61 @@ class DeploymentConfig(BaseModel):
 
 
 class ToolConfig(BaseModel):
-    """A tool definition that is part of every agent's stable (cached) prefix."""
+    """A tool an agent may call, declared once in the file (agents list it by name).
 
-    model_config = ConfigDict(extra="forbid")
+    `kind: declared` (the default) is a definition only: the model sees it in the prompt's
+    stable (cached) prefix. `kind: http` is also called: the worker POSTs the call's
+    arguments to `http.url` (on the mesh) and returns the answer to the model
+    (`app.agents.tools.call_http_tool`); its `parameters` must fit the schema subset the
+    worker checks (`app.agents.tools.check_schema`). The built-in names (delegate,
+    search_knowledge, report) are taken: agents list those without declaring them.
+
+    Example:
+        >>> ToolConfig.model_validate({"name": "uptime", "description": "d", "kind": "http",
+        ...                            "http": {"url": "http://100.64.0.7:8080/up"}}).http.method
+        'POST'
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str
+    kind: Literal["declared", "http"] = "declared"
     parameters: dict = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    # validate_default: "kind: http without an http: block" is reported at `http`
+    http: HttpToolConfig | None = Field(None, validate_default=True)
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value in BUILTIN_TOOLS:
+            raise ValueError(f"{value!r} is a built-in tool: agents list it under tools: "
+                             "without declaring it; give your tool another name")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _checkable_schema(cls, value: dict, info: ValidationInfo) -> dict:
+        if info.data.get("kind") == "http":
+            problems = check_schema(value)
+            if value.get("type") != "object":
+                problems.insert(0, "parameters: an HTTP tool takes a JSON object "
+                                   "(type: object)")
+            if problems:
+                raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("http")
+    @classmethod
+    def _http_block(cls, value: HttpToolConfig | None,
+                    info: ValidationInfo) -> HttpToolConfig | None:
+        kind = info.data.get("kind")
+        if kind == "http" and value is None:
+            raise ValueError("kind http needs an http: block (url, timeout_seconds, "
+                             "headers_env)")
+        if kind == "declared" and value is not None:
+            raise ValueError("only a kind: http tool has an http: block (add kind: http)")
+        return value
 
 
 class WorkforceConfig(BaseModel):
@@ -123,7 +180,9 @@ class WorkforceConfig(BaseModel):
     the retry policy, the PII patterns to redact, and the shared system prompt and tools.
     A key it does not know is an error (a typo must not silently fall back to a default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # pydantic's error text would quote the input: a key pasted where a variable NAME belongs
+    # (api_key_env, headers_env) must not reach a log or a terminal that way
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     deployments: list[DeploymentConfig] = Field(min_length=1)
     system_prompt: str = "You are an agent of the Agent VOS. Answer from the context given."

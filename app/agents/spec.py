@@ -5,10 +5,13 @@ deployments and the agents that use them; `vos agents apply FILE --tenant SLUG` 
 database to it (`app.agents.apply`) and `vos agents work --config FILE` runs the worker from
 the same file. `examples/agents.yaml` is the documented reference (every field, once).
 
-`AgentsFile` extends the worker-facing `WorkforceConfig` with `agents`, `embedding` and
-`worker`; every model forbids unknown keys, so a typo is an error rather than a silent
-default. `load_agents_file(path)` reports every problem at once, each naming the field path
-and its line in the file:
+`AgentsFile` extends the worker-facing `WorkforceConfig` with `agents`, `embedding`,
+`worker` and `breakers` (when a run stops itself); each agent also carries its run policy
+(`approval`, `max_steps`, `task_budget_usd`, `task_token_cap`: `AgentSpec.run_policy()`,
+stored by apply in `agents.run_policy`) and may list the built-in tools (delegate,
+search_knowledge, report: app/agents/tools.py) without declaring them. Every model forbids
+unknown keys, so a typo is an error rather than a silent default. `load_agents_file(path)`
+reports every problem at once, each naming the field path and its line in the file:
 
     agents[2].budget_usd (line 31): Input should be greater than or equal to 0
 
@@ -51,6 +54,7 @@ from pydantic import (
 
 from app.agents.config import KEYLESS_PROVIDERS, WorkforceConfig, check_env_name, price_provider
 from app.agents.sanitize import PII_PATTERNS
+from app.agents.tools import BUILTIN_TOOLS
 from app.dispatch.policy import WorkerPolicy
 
 # A file this big is not an agents file (and parsing it would only waste memory).
@@ -71,6 +75,16 @@ class AgentsFileError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(lines))
 
 
+class ApprovalPolicy(BaseModel):
+    """What an agent may not do before an operator says yes: each delegation, and each call
+    of the tools listed (the run pauses until the operator decides)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delegate: bool = False
+    tools: list[str] = Field(default_factory=list, description="tools the agent has")
+
+
 class AgentSpec(BaseModel):
     """One agent of the org chart."""
 
@@ -86,7 +100,47 @@ class AgentSpec(BaseModel):
                                     description="deployment names; default: default_chain")
     budget_usd: Decimal = Field(Decimal(0), ge=0, le=Decimal("99999999"), decimal_places=4)
     budget_period: Literal["total", "day", "week", "month"] = "month"
-    tools: list[str] = Field(default_factory=list, description="names of declared tools")
+    tools: list[str] = Field(default_factory=list,
+                             description="built-in tool names and names of declared tools")
+    approval: ApprovalPolicy = Field(default_factory=lambda: ApprovalPolicy())
+    max_steps: int = Field(8, ge=1, le=50, description="model calls per task run, at most")
+    task_budget_usd: Decimal | None = Field(None, ge=0, le=Decimal("99999999"),
+                                            decimal_places=4,
+                                            description="one task's spend cap (USD)")
+    task_token_cap: int | None = Field(None, ge=1000, le=1_000_000_000,
+                                       description="one task's token cap (input + output)")
+
+    def run_policy(self) -> dict:
+        """How a run of this agent is bounded and gated, as `agents.run_policy` stores it
+        (JSON: the budget as a string, so no float ever rounds it).
+
+        Example:
+            >>> AgentSpec(name="A", task_budget_usd=Decimal("0.50")).run_policy()
+            {'approval': {'delegate': False, 'tools': []}, 'max_steps': 8, \
+'task_budget_usd': '0.5', 'task_token_cap': None}
+        """
+        budget = self.task_budget_usd
+        return {
+            "approval": {"delegate": self.approval.delegate, "tools": list(self.approval.tools)},
+            "max_steps": self.max_steps,
+            # normalize: 0.50 and 0.5 are one budget (a re-apply must see no change)
+            "task_budget_usd": None if budget is None else f"{budget.normalize():f}",
+            "task_token_cap": self.task_token_cap,
+        }
+
+
+class BreakerPolicy(BaseModel):
+    """When a run stops itself: the circuit breakers (all counts, each 1..100)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    same_call_repeats: int = Field(3, ge=1, le=100, description=(
+        "the same tool call with the same arguments this many times in one run pauses it"))
+    failure_streak: int = Field(3, ge=1, le=100, description=(
+        "this many failed tool calls in a row in one run pause it"))
+    agent_failed_tasks: int = Field(3, ge=1, le=100, description=(
+        "an agent whose tasks fail (or trip a breaker) this many times in a row is paused "
+        "until an operator resumes it"))
 
 
 class EmbeddingConfig(BaseModel):
@@ -112,6 +166,7 @@ class AgentsFile(WorkforceConfig):
     agents: list[AgentSpec] = Field(default_factory=list)
     embedding: EmbeddingConfig | None = None
     worker: WorkerPolicy = Field(default_factory=WorkerPolicy)
+    breakers: BreakerPolicy = Field(default_factory=BreakerPolicy)
 
     # Same name as WorkforceConfig's validator, so it replaces it: the checks below cover it
     # and give each problem its own field path (hence its own line).
@@ -177,9 +232,22 @@ class AgentsFile(WorkforceConfig):
                     out.append((here + ("chain", j), f"{name!r} is not a deployment "
                                 f"(declared: {', '.join(deployments)})"))
             for j, name in enumerate(agent.tools):
-                if name not in tools:
+                if name in agent.tools[:j]:
+                    out.append((here + ("tools", j), f"{name!r} is listed twice"))
+                elif name not in tools and name not in BUILTIN_TOOLS:
                     out.append((here + ("tools", j), f"{name!r} is not a declared tool "
-                                f"(declared: {', '.join(tools) or 'none'})"))
+                                f"(declared: {', '.join(tools) or 'none'}; built in: "
+                                f"{', '.join(BUILTIN_TOOLS)})"))
+            if agent.approval.delegate and "delegate" not in agent.tools:
+                out.append((here + ("approval", "delegate"), "the agent cannot delegate: "
+                            "add delegate to its tools"))
+            for j, name in enumerate(agent.approval.tools):
+                if name == "delegate":
+                    out.append((here + ("approval", "tools", j), "write approval.delegate: "
+                                "true for delegations"))
+                elif name not in agent.tools:
+                    out.append((here + ("approval", "tools", j), f"{name!r} is not one of "
+                                f"the agent's tools ({', '.join(agent.tools) or 'none'})"))
         out.extend(self._cycles())
         return out
 

@@ -50,10 +50,20 @@ def count_prices(pool, tenant_id) -> int:
         return conn.execute("SELECT count(*) AS n FROM model_prices").fetchone()["n"]
 
 
+DEFAULT_POLICY = {"approval": {"delegate": False, "tools": []}, "max_steps": 8,
+                  "task_budget_usd": None, "task_token_cap": None}
+# Old with a run policy (its own line, the last: the other lines keep their numbers)
+WITH_POLICY = BASE.replace("  - {name: Old, manager: CTO}\n", """\
+  - {name: Old, manager: CTO, tools: [delegate, report], max_steps: 12,
+     approval: {delegate: true, tools: [report]}, task_budget_usd: 0.50,
+     task_token_cap: 5000}
+""")
+
+
 def test_apply_creates_then_a_second_apply_writes_nothing(app_pool, app_dsn, make_tenant,
                                                            tmp_path):
     tenant = make_tenant("apply")
-    path = write(tmp_path, BASE)
+    path = write(tmp_path, WITH_POLICY)
     env = {"DATABASE_URL": app_dsn}
     first = runner.invoke(cli, ["agents", "apply", path, "--tenant", str(tenant.id)], env=env)
     assert first.exit_code == 0, first.output
@@ -69,6 +79,11 @@ def test_apply_creates_then_a_second_apply_writes_nothing(app_pool, app_dsn, mak
     assert rows["Old"]["model_preferences"] == {"chain": ["local", "sonnet"]}  # default_chain
     assert rows["Orchestrator"]["is_orchestrator"] and not rows["CTO"]["is_orchestrator"]
     assert rows["CTO"]["budget_usd"] == Decimal(30) and rows["CTO"]["budget_period"] == "month"
+    assert rows["CTO"]["run_policy"] == DEFAULT_POLICY
+    assert rows["Old"]["tools"] == ["delegate", "report"]
+    assert rows["Old"]["run_policy"] == {
+        "approval": {"delegate": True, "tools": ["report"]}, "max_steps": 12,
+        "task_budget_usd": "0.5", "task_token_cap": 5000}
     # the ollama override equals the built-in $0 price: no extra version
     assert count_prices(app_pool, tenant.id) == len(DEFAULT_PRICES)
 
@@ -258,3 +273,43 @@ agents:
     finally:
         for server in fleet.values():
             server.stop()
+
+
+def test_a_run_policy_change_is_one_diff_line_and_show_prints_it(app_pool, app_dsn,
+                                                                  make_tenant, tmp_path):
+    tenant = make_tenant("policy")
+    apply_agents_file(app_pool, tenant.id, parse_agents_text(WITH_POLICY))
+    before = snapshot(app_pool, tenant.id)
+    changed = WITH_POLICY.replace("max_steps: 12", "max_steps: 20").replace(
+        "task_budget_usd: 0.50", "task_budget_usd: 0.5")  # the same budget, written otherwise
+    result = apply_agents_file(app_pool, tenant.id, parse_agents_text(changed))
+    assert result.lines == ["~ agent Old: run policy (max_steps 12 → 20)"]
+    after = snapshot(app_pool, tenant.id)
+    assert after["CTO"] == before["CTO"] and after["Old"] != before["Old"]
+
+    plain = apply_agents_file(app_pool, tenant.id, parse_agents_text(BASE))
+    assert plain.lines == ["~ agent Old: tools [delegate, report] → [], run policy "
+                           "(approval.delegate true → false; approval.tools [report] → []; "
+                           "max_steps 20 → 8; task_budget_usd 0.5 → (none); task_token_cap "
+                           "5000 → (none))"]
+    # a row from before migration 0308 has an empty policy: the first apply sets it
+    with tenant_transaction(app_pool, tenant.id) as conn:
+        conn.execute("UPDATE agents SET run_policy = '{}' WHERE name = 'CTO'")
+    result = apply_agents_file(app_pool, tenant.id, parse_agents_text(WITH_POLICY))
+    assert sorted(result.lines) == [
+        "~ agent CTO: run policy set (approval.delegate false, approval.tools [], max_steps 8, "
+        "task_budget_usd (none), task_token_cap (none))",
+        "~ agent Old: tools [] → [delegate, report], run policy (approval.delegate false → "
+        "true; approval.tools [] → [report]; max_steps 8 → 12; task_budget_usd (none) → 0.5; "
+        "task_token_cap (none) → 5000)"]
+
+    env = {"DATABASE_URL": app_dsn}
+    shown = runner.invoke(cli, ["agents", "show", "Old", "--tenant", str(tenant.id)], env=env)
+    assert shown.exit_code == 0, shown.output
+    for line in ("tools:        delegate, report",
+                 "approval:     before delegating, before calling report",
+                 "max steps:    12", "task caps:    0.5 USD and 5000 tokens per task"):
+        assert line in shown.output, shown.output
+    plain = runner.invoke(cli, ["agents", "show", "CTO", "--tenant", str(tenant.id)], env=env)
+    assert "approval:     -" in plain.output and "task caps:    -" in plain.output
+    assert "max steps:    8" in plain.output

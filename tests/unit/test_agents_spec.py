@@ -182,3 +182,136 @@ def test_one_model_priced_two_ways_is_refused():
                         " prices: {input_per_mtok: 1, output_per_mtok: 1}}\ntools:\n")
     [(path, _, msg)] = problems(text)
     assert path == "deployments[2].prices" and "ollama/llama3.1:8b is priced differently" in msg
+
+
+def test_the_example_uses_the_orchestration_fields():
+    spec = load_agents_file(EXAMPLE)
+    by_name = {a.name: a for a in spec.agents}
+    assert by_name["Orchestrator"].tools == ["delegate", "report"]
+    for name in ("Marketing Lead", "Creative", "CTO"):
+        assert {"report", "search_knowledge"} <= set(by_name[name].tools)
+    [http] = [t for t in spec.tools if t.kind == "http"]
+    assert http.http is not None and http.http.headers_env
+    assert by_name["CTO"].approval.tools == [http.name]
+    assert by_name["Orchestrator"].task_budget_usd is not None
+    assert by_name["Orchestrator"].task_token_cap is not None
+
+
+def test_run_policy_and_breakers_defaults():
+    spec = parse_agents_text(GOOD)
+    assert spec.breakers.model_dump() == {"same_call_repeats": 3, "failure_streak": 3,
+                                          "agent_failed_tasks": 3}
+    assert spec.agents[0].run_policy() == {"approval": {"delegate": False, "tools": []},
+                                           "max_steps": 8, "task_budget_usd": None,
+                                           "task_token_cap": None}
+
+
+def test_built_in_tools_need_no_declaration_and_the_policy_is_read():
+    text = GOOD.replace("    tools: [search_docs]\n", """\
+    tools: [search_docs, delegate, report, search_knowledge]
+    approval: {delegate: true, tools: [search_docs]}
+    max_steps: 12
+    task_budget_usd: 0.50
+    task_token_cap: 50000
+""") + "breakers: {same_call_repeats: 2, failure_streak: 5, agent_failed_tasks: 100}\n"
+    spec = parse_agents_text(text)
+    assert spec.agents[1].run_policy() == {
+        "approval": {"delegate": True, "tools": ["search_docs"]}, "max_steps": 12,
+        "task_budget_usd": "0.5", "task_token_cap": 50000}
+    assert spec.breakers.agent_failed_tasks == 100
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("max_steps", "0", "greater than or equal to 1"),
+    ("max_steps", "51", "less than or equal to 50"),
+    ("task_budget_usd", "-1", "greater than or equal to 0"),
+    ("task_token_cap", "999", "greater than or equal to 1000"),
+    ("approval", "{delegate: maybe}", "valid boolean"),
+])
+def test_run_policy_bounds_name_the_field_and_its_line(field, value, needle):
+    text = GOOD.replace("    chain: [sonnet]\n", f"    chain: [sonnet]\n    {field}: {value}\n")
+    [(path, line, msg)] = problems(text)
+    assert path.startswith(f"agents[1].{field}") and line == line_of(text, f"{field}: {value}")
+    assert needle in msg
+
+
+@pytest.mark.parametrize("key, value", [("same_call_repeats", 0), ("failure_streak", 101),
+                                        ("agent_failed_tasks", -3)])
+def test_breaker_bounds_name_the_field_and_its_line(key, value):
+    text = GOOD + f"breakers:\n  {key}: {value}\n"
+    [(path, line, msg)] = problems(text)
+    assert (path, line) == (f"breakers.{key}", line_of(text, f"{key}: {value}"))
+    assert "than or equal to" in msg
+    [(path, _, _)] = problems(GOOD + "breakers: {same_calls: 3}\n")
+    assert path == "breakers.same_calls"
+
+
+def test_approval_names_only_the_agents_own_tools():
+    text = GOOD.replace("    tools: [search_docs]\n", """\
+    tools: [search_docs, report]
+    approval:
+      delegate: true
+      tools: [report, shell, delegate]
+""")
+    assert problems(text) == [
+        ("agents[1].approval.delegate", line_of(text, "delegate: true"),
+         "the agent cannot delegate: add delegate to its tools"),
+        ("agents[1].approval.tools[1]", line_of(text, "tools: [report, shell"),
+         "'shell' is not one of the agent's tools (search_docs, report)"),
+        ("agents[1].approval.tools[2]", line_of(text, "tools: [report, shell"),
+         "write approval.delegate: true for delegations")]
+
+
+def test_an_agent_lists_a_tool_once():
+    text = GOOD.replace("tools: [search_docs]", "tools: [report, search_docs, report]")
+    assert problems(text) == [("agents[1].tools[2]", line_of(text, "tools: [report"),
+                               "'report' is listed twice")]
+
+
+HTTP_TOOL = """\
+  - name: check_uptime
+    description: Is the host up?
+    parameters: {type: object, properties: {host: {type: string}}, required: [host]}
+    kind: http
+    http:
+      url: http://100.100.1.2:8080/up
+      timeout_seconds: 5
+      headers_env: {Authorization: UPTIME_TOKEN}
+"""
+
+
+def test_an_http_tool_is_declared_with_its_http_block():
+    spec = parse_agents_text(GOOD.replace("tools:\n", "tools:\n" + HTTP_TOOL).replace(
+        "tools: [search_docs]", "tools: [search_docs, check_uptime]"))
+    tool = spec.tools[0]
+    assert tool.kind == "http" and spec.tools[1].kind == "declared"
+    assert tool.http.model_dump() == {"url": "http://100.100.1.2:8080/up", "method": "POST",
+                                      "timeout_seconds": 5.0,
+                                      "headers_env": {"Authorization": "UPTIME_TOKEN"}}
+
+
+@pytest.mark.parametrize("old, new, path, needle", [
+    ("url: http://100.100.1.2:8080/up", "url: https://hooks.example.com/up",
+     "tools[0].http.url", "host 'hooks.example.com' is not on the mesh"),
+    ("timeout_seconds: 5", "timeout_seconds: 120", "tools[0].http.timeout_seconds",
+     "less than or equal to 60"),
+    ("{Authorization: UPTIME_TOKEN}", "{Authorization: sk-ant-api03-abcdefghijklmnopqrstu}",
+     "tools[0].http.headers_env.Authorization", "looks like an API key"),
+    ("kind: http", "kind: ftp", "tools[0].kind", "'declared' or 'http'"),
+    ("{type: string}}", "{type: string, pattern: '^[a-z]+$'}}", "tools[0].parameters",
+     "keyword 'pattern' is not supported"),
+    ("name: check_uptime", "name: delegate", "tools[0].name", "'delegate' is a built-in"),
+])
+def test_http_tool_problems_name_the_field_and_its_line(old, new, path, needle):
+    text = GOOD.replace("tools:\n", "tools:\n" + HTTP_TOOL.replace(old, new), 1)
+    found = problems(text)
+    assert [(p, line) for p, line, _ in found] == [(path, line_of(text, new))]
+    assert needle in found[0][2]
+    assert "sk-ant-api03" not in str(found)  # a pasted key is never repeated
+
+
+def test_kind_http_without_its_block_is_reported_at_the_tool():
+    text = GOOD.replace("tools:\n", "tools:\n  - {name: up, description: d, kind: http}\n", 1)
+    [(path, line, msg)] = problems(text)
+    assert (path, line) == ("tools[0].http", line_of(text, "name: up"))
+    assert "kind http needs an http: block" in msg

@@ -164,7 +164,40 @@ def describe(event: dict) -> str:
         return f"{verdict}: “{comment}”" if comment else verdict
     if kind == "work.retry":
         return "retried after failing"
+    if kind == "task.delegated":
+        return f"delegated “{_clip(payload.get('title'))}”"
+    if kind == "task.created" and payload.get("parent_id"):
+        return "created as a sub-task"
+    if kind == "task.waiting":
+        return f"waiting for {payload.get('children', '?')} sub-tasks"
+    if kind == "task.children_done":
+        return "every sub-task approved: back to work on the synthesis"
+    if kind == "task.paused":
+        return f"paused: {_clip(payload.get('reason'), 160)}"
+    if kind == "task.resumed":
+        return "resumed"
+    if kind == "task.cancelled":
+        reason = _clip(payload.get("reason"), 120)
+        ancestor = payload.get("cancelled_ancestor_title")
+        via = f" with “{_clip(ancestor)}”" if ancestor else ""
+        return f"cancelled{via}" + (f": {reason}" if reason else "")
+    if kind == "tool.called":
+        outcome = "" if payload.get("ok", True) else " (failed)"
+        return f"called {_clip(payload.get('tool'))}({_clip(payload.get('arguments'), 100)})" \
+            + outcome
+    if kind == "approval.requested":
+        return f"asks approval to call {_clip(payload.get('tool'))}"
+    if kind in ("approval.approved", "approval.denied"):
+        verdict = "approved" if kind == "approval.approved" else "denied"
+        return f"tool call {verdict}" + (f" ({_clip(payload.get('tool'))})"
+                                         if payload.get("tool") else "")
     return kind.replace("_", " ")
+
+
+def _clip(value: Any, limit: int = 80) -> str:
+    """`value` as text, cut to `limit` characters with an ellipsis."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def event_json(event: dict, title: str | None = None) -> dict[str, Any]:

@@ -5,12 +5,19 @@ Pages (server-rendered Jinja2; each has a `/fragment` twin that the page's scrip
     GET  /ui/org        org chart                    GET /ui/org/fragment
     GET  /ui/costs      cost tracker                 GET /ui/costs/fragment
     GET  /ui/tasks/{id} one task: reply, passages used, attempts, events, review
+    GET  /ui/inbox      approvals inbox: tool calls to approve, results to review, paused
+                        tasks and agents (oldest first)      GET /ui/inbox/fragment
     GET  /ui/documents  documents retrieval searches (upload: multipart, see upload_fields)
     GET  /ui/feed/stream  Server-Sent Events (Last-Event-ID or ?after= resumes)
 Forms (CSRF value required with the session cookie; not with a Bearer token):
     POST /ui/tasks, /ui/tasks/{id}/assign, /ui/tasks/{id}/move, /ui/logout
     POST /ui/tasks/{id}/review (decision=approve|reject, comment), /ui/tasks/{id}/retry
+    POST /ui/tasks/{id}/cancel (confirm=yes, reason), /ui/tasks/{id}/resume
+    POST /ui/approvals/{id} (decision=approve|deny, comment), /ui/agents/{id}/resume
     POST /ui/documents (multipart upload), /ui/documents/{id}/remove
+The orchestration forms (and review) take `back` (inbox | board | org | task:<id>) to say
+where the answer lands; any other value lands on their default page (never a free URL).
+Every full page shows the Inbox count in the navigation (one small read per page).
 Sign-in: GET/POST /ui/login, POST /ui/logout (app/ui/auth.py).
 
 Credentials: every route except GET/POST /ui/login and /ui/static needs either a browser
@@ -229,6 +236,10 @@ def mount_ui(app: FastAPI, pool: ConnectionPool, *, stream_recheck_seconds: floa
         context.update(operator=operator,
                        csrf=auth.csrf_for(operator.secret)
                        if operator and operator.via_session else "", **banner)
+        if operator is not None and "inbox_count" not in context and (
+                full_page or name == "_board.html"):
+            # the board's fragment carries it too: the page's script updates the badge live
+            context["inbox_count"] = views.inbox_count(pool, operator.tenant_id)
         response = templates.TemplateResponse(request, name, context)
         response.headers.update(SECURITY_HEADERS)
         if full_page and FLASH_COOKIE in request.cookies:
@@ -402,24 +413,27 @@ def mount_ui(app: FastAPI, pool: ConnectionPool, *, stream_recheck_seconds: floa
         try:
             detail = views.load_task_detail(pool, operator.tenant_id, uuid.UUID(task_id))
         except (ValueError, repo.NotFound):  # a bad id and another tenant's id look the same
-            response = templates.TemplateResponse(request, "error.html", {
-                "title": "No such task",
-                "message": "This task does not exist in your workspace.",
-                "operator": operator}, status_code=404)
-            response.headers.update(SECURITY_HEADERS)
+            response = page(request, "error.html", operator, title="No such task",
+                            message="This task does not exist in your workspace.")
+            response.status_code = 404
             return response
         return page(request, "task.html", operator, task=detail, view="board")
 
     @router.post("/tasks/{task_id}/review")
     async def review_task(request: Request, task_id: uuid.UUID, operator: Op) -> Response:
         form = await checked_form(request, operator)
+        back = back_path(form, f"/tasks/{task_id}")
         decision = form.get("decision", "")
         if decision not in ("approve", "reject"):
-            return back_to_task(task_id, "Not reviewed: decision must be approve or reject")
-        return await _task_change(operator, task_id, "approved" if decision == "approve"
-                                  else "rejected", lambda conn: repo.review_task(
-                                      conn, task_id, decision == "approve",
-                                      form.get("comment", "")))
+            return redirect(back, "Not reviewed: decision must be approve or reject")
+
+        def said(task: dict) -> str:
+            if decision == "approve":
+                return f"“{task['title'][:80]}” approved"
+            # a rejection sends the task back to work at once, the comment in its prompt
+            return f"“{task['title'][:80]}” rejected: {task['status']} again, with your comment"
+        return await _apply(operator, back, said, lambda conn: repo.review_task(
+            conn, task_id, decision == "approve", form.get("comment", "")))
 
     @router.post("/tasks/{task_id}/retry")
     async def retry_task(request: Request, task_id: uuid.UUID, operator: Op) -> Response:
@@ -430,17 +444,77 @@ def mount_ui(app: FastAPI, pool: ConnectionPool, *, stream_recheck_seconds: floa
     async def _task_change(operator: auth.Operator, task_id: uuid.UUID, what: str,
                            change) -> Response:
         """Like `_change`, but the answer (notice or refusal) lands on the task's page."""
+        return await _apply(operator, f"/tasks/{task_id}", f"Task {what}", change)
+
+    async def _apply(operator: auth.Operator, back: str, what, change) -> Response:
+        """Run one change in a tenant transaction as this operator, then 303 to `back` with
+        a notice (`what`: text, or a function of the change's result) or the refusal's own
+        words (the engine's exception text; the template escapes it). A refused change
+        rolls back whole, so nothing of it is written."""
         def run():
             with tenant_transaction(pool, operator.tenant_id,
                                     actor=f"ui:{operator.name}") as conn:
                 return change(conn)
         try:
-            await run_in_threadpool(run)
+            result = await run_in_threadpool(run)
         except (InvalidTransition, repo.NotFound, repo.BadReference, ValueError) as exc:
-            return back_to_task(task_id, f"Not applied: {exc}")
+            return redirect(back, f"Not applied: {exc}")
         except (psycopg.IntegrityError, psycopg.DataError) as exc:
-            return back_to_task(task_id, f"Not applied: {str(exc).splitlines()[0]}")
-        return back_to_task(task_id, notice=f"Task {what}")
+            return redirect(back, f"Not applied: {str(exc).splitlines()[0]}")
+        return redirect(back, notice=what(result) if callable(what) else what)
+
+    # -- orchestration: cancel with the sub-tasks, resume, tool-call approvals, the inbox ----
+
+    @router.post("/tasks/{task_id}/cancel")
+    async def cancel_task(request: Request, task_id: uuid.UUID, operator: Op) -> Response:
+        form = await checked_form(request, operator)
+        back = back_path(form, f"/tasks/{task_id}")
+        # the confirm step without script: the form's checkbox (required) must come along
+        if form.get("confirm") != "yes":
+            return redirect(back, "Not cancelled: tick “yes, cancel” to confirm (open "
+                                  "sub-tasks are cancelled too)")
+        reason = form.get("reason", "").strip()[:500]
+        return await _apply(operator, back, lambda task: f"“{task['title'][:80]}” cancelled",
+                            lambda conn: repo.cancel_task(conn, task_id, reason))
+
+    @router.post("/tasks/{task_id}/resume")
+    async def resume_task(request: Request, task_id: uuid.UUID, operator: Op) -> Response:
+        form = await checked_form(request, operator)
+        return await _apply(operator, back_path(form, f"/tasks/{task_id}"),
+                            lambda task: f"“{task['title'][:80]}” resumed",
+                            lambda conn: repo.resume_task(conn, task_id))
+
+    @router.post("/approvals/{approval_id}")
+    async def decide_approval(request: Request, approval_id: uuid.UUID,
+                              operator: Op) -> Response:
+        form = await checked_form(request, operator)
+        back = back_path(form, "/inbox")
+        decision = form.get("decision", "")
+        if decision not in ("approve", "deny"):
+            return redirect(back, "Not decided: decision must be approve or deny")
+        comment = form.get("comment", "").strip()
+        return await _apply(
+            operator, back, f"Tool call {'approved' if decision == 'approve' else 'denied'}",
+            lambda conn: repo.decide_approval(conn, approval_id, decision == "approve",
+                                              comment))
+
+    @router.post("/agents/{agent_id}/resume")
+    async def resume_agent(request: Request, agent_id: uuid.UUID, operator: Op) -> Response:
+        form = await checked_form(request, operator)
+        return await _apply(operator, back_path(form, "/org"),
+                            lambda agent: f"{(agent or {}).get('name') or 'Agent'} resumed",
+                            lambda conn: repo.resume_agent(conn, agent_id))
+
+    @router.get("/inbox")
+    def inbox_page(request: Request, operator: Op) -> Response:
+        inbox = views.load_inbox(pool, operator.tenant_id)
+        return page(request, "inbox.html", operator, inbox=inbox, inbox_count=inbox["count"],
+                    view="inbox")
+
+    @router.get("/inbox/fragment")
+    def inbox_fragment(request: Request, operator: Op) -> Response:
+        inbox = views.load_inbox(pool, operator.tenant_id)
+        return page(request, "_inbox.html", operator, inbox=inbox, inbox_count=inbox["count"])
 
     # -- org chart and cost tracker ----------------------------------------------------------
 
@@ -524,6 +598,27 @@ def mount_ui(app: FastAPI, pool: ConnectionPool, *, stream_recheck_seconds: floa
 
 
 MAX_UPLOAD_BYTES = 4 * docs.MAX_DOCUMENT_BYTES + 64 * 1024  # a few files of the largest size
+
+
+def back_path(form: dict[str, str], default: str) -> str:
+    """Where a form's answer lands: one of a few fixed pages or a task's page, never a URL
+    from the form (no open redirect).
+
+    Example:
+        >>> back_path({"back": "inbox"}, "/org"), back_path({"back": "//evil"}, "/org")
+        ('/inbox', '/org')
+        >>> back_path({"back": "task:00000000-0000-0000-0000-000000000001"}, "/org")
+        '/tasks/00000000-0000-0000-0000-000000000001'
+    """
+    target = form.get("back", "")
+    if target in ("inbox", "board", "org"):
+        return f"/{target}"
+    if target.startswith("task:"):
+        try:
+            return f"/tasks/{uuid.UUID(target[5:])}"
+        except ValueError:
+            pass
+    return default
 
 
 def _supported(name: str) -> str:

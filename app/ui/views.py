@@ -12,9 +12,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,14 +29,25 @@ from app.ui.feed import describe
 
 # The four columns of the seed's board. A Rejected task waits for rework, and its only way
 # on is back to Active, like a Draft's, so it is shown in the Draft column with a badge.
-COLUMNS: tuple[tuple[str, tuple[Status, ...]], ...] = (
-    ("Draft", (Status.DRAFT, Status.REJECTED)),
-    # Failed waits for a Retry (back to Active), so it stays in sight in the Active column
-    ("Active", (Status.ACTIVE, Status.FAILED)),
-    ("Review", (Status.REVIEW,)),
-    ("Approved", (Status.APPROVED,)),
+# Statuses are strings here (not Status members) so the board also reads rows of statuses
+# this module does not name.
+COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Draft", ("Draft", "Rejected")),
+    # Failed waits for a Retry (back to Active), Waiting for its sub-tasks and Paused for an
+    # operator: all three are work in progress, so they stay in the Active column with a chip
+    # (six columns would not fit a laptop screen next to the live feed)
+    ("Active", ("Active", "Failed", "Waiting", "Paused")),
+    ("Review", ("Review",)),
+    ("Approved", ("Approved",)),
 )
+# Cancelled tasks are closed: not on the board (their page and the feed keep them).
 CARDS_PER_COLUMN = 50
+OPEN_STATUSES = frozenset({"Draft", "Active", "Waiting", "Paused", "Review", "Rejected",
+                           "Failed"})
+# Steps never offered as a one-click board button: cancelling needs the confirm form on the
+# task page (it cascades to sub-tasks), Waiting/Paused are the engine's, and leaving Paused
+# is Resume (its own form).
+NOT_ON_BOARD = frozenset({"Cancelled", "Waiting", "Paused"})
 
 # Button labels for the steps of the status machine (which steps exist comes from TRANSITIONS).
 STEP_LABELS = {
@@ -62,15 +75,19 @@ class Board:
 
 
 def next_steps(status: str) -> list[tuple[str, str]]:
-    """(target status, button label) for each step the status machine allows from `status`.
+    """(target status, button label) for each step the status machine allows from `status`
+    that a board button may take (not Cancelled, Waiting or Paused: see NOT_ON_BOARD; none
+    from Waiting or Paused, whose way on is the engine's or Resume).
 
     Example:
         >>> next_steps("Review")
         [('Approved', 'Approve'), ('Rejected', 'Reject')]
     """
+    if status in NOT_ON_BOARD:
+        return []
     current = Status(status)
     return [(str(t), STEP_LABELS.get((current, t), str(t)))
-            for t in sorted(TRANSITIONS[current])]
+            for t in sorted(TRANSITIONS[current]) if str(t) not in NOT_ON_BOARD]
 
 
 def initials(name: str) -> str:
@@ -95,16 +112,47 @@ def load_board(pool: ConnectionPool, tenant_id: uuid.UUID,
         for name, statuses in COLUMNS:
             cards = []
             for status in statuses:
-                cards += repo.list_tasks(conn, status=status, limit=per_column)
+                if counts.get(status):  # a status with no rows needs no query
+                    cards += repo.list_tasks(conn, status=status, limit=per_column)
             cards.sort(key=lambda t: (t["priority"], -t["created_at"].timestamp()))
             for card in cards[:per_column]:
                 agent = by_id.get(card["assignee_id"])
                 card["agent_name"] = agent["name"] if agent else None
                 card["agent_initials"] = initials(agent["name"]) if agent else ""
                 card["steps"] = next_steps(card["status"])
-            columns.append(Column(name, sum(counts.get(str(s), 0) for s in statuses),
+            columns.append(Column(name, sum(counts.get(s, 0) for s in statuses),
                                   cards[:per_column]))
+        _add_tree_marks(conn, [c for column in columns for c in column.cards])
     return Board(columns, [a for a in agents if a["retired_at"] is None])
+
+
+def _add_tree_marks(conn, cards: list[dict]) -> None:
+    """Each card's place in the task tree, in two reads for the whole board: `parent`
+    ({id, title} or None) and `subtasks` ({total, approved} or None), plus `paused_reason`
+    and `awaiting` (a tool call of it waits for approval: Resume would be refused).
+
+    Read here rather than from the task rows so the board needs nothing of TASK_COLUMNS.
+    """
+    ids = [c["id"] for c in cards]
+    if not ids:
+        return
+    marks = {r["id"]: r for r in conn.execute(
+        """SELECT c.id, c.paused_reason, p.id AS parent_id, p.title AS parent_title,
+                  EXISTS (SELECT 1 FROM tool_approvals a
+                           WHERE a.task_id = c.id AND a.status = 'pending') AS awaiting
+             FROM tasks c LEFT JOIN tasks p ON p.id = c.parent_id
+            WHERE c.id = ANY(%s)""", [ids])}
+    subtasks = {r["parent_id"]: r for r in conn.execute(
+        """SELECT parent_id, count(*) AS total,
+                  count(*) FILTER (WHERE status = 'Approved') AS approved
+             FROM tasks WHERE parent_id = ANY(%s) GROUP BY parent_id""", [ids])}
+    for card in cards:
+        mark = marks.get(card["id"]) or {}
+        card["paused_reason"] = mark.get("paused_reason")
+        card["awaiting"] = bool(mark.get("awaiting"))
+        card["parent"] = ({"id": mark["parent_id"], "title": mark["parent_title"]}
+                          if mark.get("parent_id") else None)
+        card["subtasks"] = subtasks.get(card["id"])
 
 
 def _money(value: Any) -> Decimal:
@@ -122,13 +170,19 @@ def load_org_chart(pool: ConnectionPool, tenant_id: uuid.UUID) -> list[dict]:
         agents = repo.list_agents(conn)
         spend = {r["agent_id"]: r for r in conn.execute(
             "SELECT agent_id, spent_usd, reserved_usd FROM agent_spend")}
+        paused = {r["id"]: r for r in conn.execute(
+            "SELECT id, paused_at, paused_reason FROM agents WHERE paused_at IS NOT NULL")}
     nodes = {}
     for agent in agents:
         used = spend.get(agent["id"], {})
         budget = _money(agent["budget_usd"])
         spent = _money(used.get("spent_usd"))
+        pause = paused.get(agent["id"]) or {}
         nodes[agent["id"]] = {
             **agent,
+            # a breaker stopped it (failed M tasks in a row): the chart says why, Resume
+            "paused_at": pause.get("paused_at"),
+            "paused_reason": pause.get("paused_reason"),
             "initials": initials(agent["name"]),
             "models": model_preference(agent["model_preferences"]),
             "spent_usd": spent,
@@ -234,10 +288,19 @@ def load_task_detail(pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.U
         detail = repo.task_detail(conn, task_id)
     for event in detail["events"]:
         payload = event["payload"] or {}
-        event["text"] = describe(event)
+        event["text"] = describe_event(event)
         event["actor"] = payload.get("actor") or payload.get("worker")
-        event["comment"] = payload.get("comment") if event["kind"].startswith("review.") \
-            else None
+        event["comment"] = payload.get("comment") if event["kind"].startswith(
+            ("review.", "approval.")) else None
+    detail["children"] = detail.get("children") or []
+    detail["open_children"] = sum(c["status"] in OPEN_STATUSES for c in detail["children"])
+    detail["approved_children"] = sum(c["status"] == "Approved" for c in detail["children"])
+    detail["approvals"] = [dict(a, arguments_text=pretty_json(a.get("arguments")))
+                           for a in detail.get("approvals") or []]
+    detail["pending_approvals"] = [a for a in detail["approvals"] if a["status"] == "pending"]
+    detail["can_cancel"] = detail["status"] in OPEN_STATUSES
+    # resuming with an approval pending is refused by the engine: the approval decides it
+    detail["can_resume"] = detail["status"] == "Paused" and not detail["pending_approvals"]
     attempts = detail["attempts"]
     detail["totals"] = {
         "cost_usd": sum((_money(a["cost_usd"]) for a in attempts), Decimal(0)),
@@ -248,3 +311,89 @@ def load_task_detail(pool: ConnectionPool, tenant_id: uuid.UUID, task_id: uuid.U
     detail["can_review"] = detail["status"] == Status.REVIEW
     detail["can_retry"] = detail["status"] == "Failed"
     return detail
+
+
+# -- orchestration: the approvals inbox, the task tree, event texts --------------------------
+
+def pretty_json(value: Any) -> str:
+    """A tool call's arguments as indented JSON text (the template escapes it).
+
+    Example:
+        >>> print(pretty_json({"to": "CTO", "n": 2}))
+        {
+          "n": 2,
+          "to": "CTO"
+        }
+    """
+    try:
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def age(at: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, in one short unit.
+
+    Example:
+        >>> t = datetime(2025, 1, 1, tzinfo=UTC)
+        >>> age(t, t), age(t.replace(minute=5), t.replace(hour=1)), age(t, t.replace(day=3))
+        ('just now', '55 min', '2 d')
+    """
+    if at is None:
+        return ""
+    seconds = max(0, int(((now or datetime.now(UTC)) - at).total_seconds()))
+    if seconds < 60:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return "just now"
+
+
+def load_inbox(pool: ConnectionPool, tenant_id: uuid.UUID) -> dict[str, Any]:
+    """What waits for an operator, oldest first in each of the four sections
+    (`app.dispatch.tasks.inbox`), with the arguments as pretty JSON text, each item's age and
+    `count` (the sum, as the navigation shows it).
+
+    Example:
+        inbox = load_inbox(pool, tenant_id)
+        inbox["count"], [a["tool"] for a in inbox["approvals"]]
+    """
+    with tenant_transaction(pool, tenant_id, actor="ui") as conn:
+        inbox = dict(repo.inbox(conn))
+    now = datetime.now(UTC)
+    inbox["approvals"] = [dict(a, arguments_text=pretty_json(a.get("arguments")),
+                               age=age(a.get("requested_at"), now))
+                          for a in inbox.get("approvals") or []]
+    inbox["reviews"] = [dict(t, age=age(t.get("updated_at"), now))
+                        for t in inbox.get("reviews") or []]
+    inbox["paused_tasks"] = [dict(t, age=age(t.get("paused_at") or t.get("updated_at"), now))
+                             for t in inbox.get("paused_tasks") or []]
+    inbox["paused_agents"] = [dict(a, age=age(a.get("paused_at"), now))
+                              for a in inbox.get("paused_agents") or []]
+    inbox["count"] = sum(len(inbox[k]) for k in INBOX_SECTIONS)
+    return inbox
+
+
+INBOX_SECTIONS = ("approvals", "reviews", "paused_tasks", "paused_agents")
+
+
+def inbox_count(pool: ConnectionPool, tenant_id: uuid.UUID) -> int:
+    """The navigation's Inbox badge: everything waiting for an operator of this tenant."""
+    with tenant_transaction(pool, tenant_id, actor="ui") as conn:
+        return int(repo.inbox_count(conn))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value or "")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def describe_event(event: dict) -> str:
+    """One line for a timeline event: the feed's wording (`app.ui.feed.describe`).
+
+    Example:
+        >>> describe_event({"kind": "task.paused", "payload": {"reason": "same call 3 times"}})
+        'paused: same call 3 times'
+    """
+    return describe(event)

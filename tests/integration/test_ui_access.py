@@ -257,3 +257,38 @@ def test_the_door_never_serves_the_command_center(served, operator):
             answer = c.get(path, headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code in (404, 405), (path, answer.status_code)
             assert "Command Center" not in answer.text
+
+
+def test_every_ui_route_needs_a_session(served):
+    """Walks the app's own route table, so a route added later is covered too: without a
+    credential, pages redirect to the sign-in form, and fragments, streams and every form
+    answer 401 (nothing runs)."""
+    from fastapi.routing import APIRoute
+
+    def walk(routes):
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            # FastAPI ≥ 0.16x keeps an included router whole (its routes carry the prefix)
+            yield from walk(getattr(getattr(route, "original_router", None), "routes", []))
+
+    server, _pool = served
+    open_routes = {"/ui/login"}
+    routes = [r for r in walk(server.app.routes)
+              if r.path.startswith("/ui") and r.path not in open_routes]
+    assert len(routes) >= 20, [r.path for r in routes]
+    assert {"/ui/inbox", "/ui/inbox/fragment", "/ui/approvals/{approval_id}",
+            "/ui/tasks/{task_id}/cancel", "/ui/agents/{agent_id}/resume"} <= {
+        r.path for r in routes}
+    with client(server) as anonymous:
+        for route in routes:
+            path = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), route.path)
+            for method in route.methods - {"HEAD"}:
+                answer = anonymous.request(method, path, data={"x": "1"}
+                                           if method == "POST" else None)
+                page = method == "GET" and "fragment" not in path and "stream" not in path
+                if page:
+                    assert answer.status_code == 303, (method, route.path)
+                    assert answer.headers["location"] == "/ui/login", (method, route.path)
+                else:
+                    assert answer.status_code == 401, (method, route.path, answer.status_code)

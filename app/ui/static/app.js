@@ -9,8 +9,29 @@ function replaceFrom(url, target) {
       if (r.status === 401) { window.location.reload(); return null; }
       return r.ok ? r.text() : null;
     })
-    .then(function (html) { if (html !== null) { target.innerHTML = html; } })
+    .then(function (html) {
+      if (html !== null) { target.innerHTML = html; updateInboxCount(target); }
+    })
     .catch(function () { /* next event or tick retries */ });
+}
+
+function updateInboxCount(scope) {
+  // A fragment that knows the inbox count (board, inbox) keeps the navigation badge current.
+  var source = scope.querySelector("[data-inbox-count]");
+  var badge = document.getElementById("inbox-count");
+  if (!source || !badge) { return; }
+  var n = parseInt(source.dataset.inboxCount, 10) || 0;
+  badge.textContent = String(n);
+  badge.setAttribute("aria-label", n + " waiting");
+  badge.hidden = n === 0;
+}
+
+function busy(el) {
+  // Never swap a fragment under the operator's hands: focus inside it, or a comment typed.
+  var active = document.activeElement;
+  if (active && active !== document.body && el.contains(active)) { return true; }
+  return Array.prototype.some.call(el.querySelectorAll("input[type=text], input:not([type]), textarea"),
+    function (field) { return field.value !== ""; });
 }
 
 function feedItem(ev, list) {
@@ -64,7 +85,7 @@ function startFeed(list) {
 function startRefresh(el) {
   var seconds = Math.max(1, parseInt(el.dataset.refresh, 10) || 5);
   setInterval(function () {
-    if (!document.hidden) { replaceFrom(el.dataset.fragment, el); }
+    if (!document.hidden && !busy(el)) { replaceFrom(el.dataset.fragment, el); }
   }, seconds * 1000);
 }
 

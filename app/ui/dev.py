@@ -31,10 +31,11 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from app.agents.apply import apply_agents_file
-from app.agents.config import build_router, tool_specs
-from app.agents.fakes import FakeProviderServer
+from app.agents.config import build_router
+from app.agents.fakes import FakeProviderServer, demo_responder
 from app.agents.ledger import PostgresAccounting
 from app.agents.router import Router
+from app.agents.run import breakers_of
 from app.agents.spec import AgentsFile, load_agents_file
 from app.agents.workforce import Workforce
 from app.db import tenant_transaction
@@ -106,8 +107,11 @@ def demo_workforce(fleet: dict[str, FakeProviderServer], pool: ConnectionPool) -
         Worker(pool, "dev/agents", demo_workforce(fleet, pool).handle).run_once(tenant_id)
     """
     spec = demo_spec(fleet)
+    for server in fleet.values():  # delegate, report and synthesise as a real model would
+        server.respond_with(demo_responder)
     return Workforce(pool, demo_router(fleet, pool), f"{spec.system_prompt} {HANDBOOK}",
-                     tool_specs(spec), spec.retrieval_token_budget)
+                     (), spec.retrieval_token_budget,
+                     declared={t.name: t for t in spec.tools}, breakers=breakers_of(spec))
 
 
 # (title, priority, assignee, where it ends up). "work" = moved to Active and worked by an
@@ -157,12 +161,13 @@ def orchestrated(pool: ConnectionPool, handle: Callable[[dict], dict]) -> Callab
 
 
 def run_dev_worker(pool: ConnectionPool, tenant_id: uuid.UUID, handler: Callable[[dict], Any],
-                   stop: threading.Event, pause_seconds: float = 1.0) -> None:
+                   stop: threading.Event, pause_seconds: float = 1.0,
+                   on_settled: Callable | None = None) -> None:
     """At most one task per `pause_seconds`: a task that keeps failing (no budget left, say)
     is retried at that pace instead of in a tight loop."""
     from app.dispatch.worker import Worker
 
-    worker = Worker(pool, "vos-dev/agents", handler)
+    worker = Worker(pool, "vos-dev/agents", handler, on_settled=on_settled)
     while not stop.is_set():
         try:
             worker.run_once(tenant_id)
@@ -171,14 +176,22 @@ def run_dev_worker(pool: ConnectionPool, tenant_id: uuid.UUID, handler: Callable
         stop.wait(pause_seconds)
 
 
+DEMO_TREE = ("Plan the spring campaign",
+             "Positioning, the launch assets and the technical readiness, in one plan.")
+
+
 def seed_demo(pool: ConnectionPool, tenant_id: uuid.UUID, work: Callable[[dict], Any],
-              say: Callable[[str], None] = print, agents_file: Path = DEMO_AGENTS_FILE) -> bool:
+              say: Callable[[str], None] = print, agents_file: Path = DEMO_AGENTS_FILE,
+              on_settled: Callable | None = None) -> bool:
     """Apply the demo agents file (every run: it is idempotent), then fill a tenant that has
     no tasks yet with the demo tasks; False (and no task written) if it has tasks already.
 
     Order matters because a worker takes the most urgent Active task: the tasks that stay
     Active are claimed first by a long-lease "in progress" claim (shown as working), then the
-    tasks to work are queued and drained by `work`, then the rest is placed.
+    tasks to work are queued and drained by `work`, then the rest is placed. Last, a
+    delegation tree: the Orchestrator's task is worked through the fakes (it delegates to its
+    reports), every child but one is approved, so the parent waits in the board with one
+    result in the inbox.
     """
     from app.dispatch.worker import Worker, claim_next
 
@@ -206,8 +219,33 @@ def seed_demo(pool: ConnectionPool, tenant_id: uuid.UUID, work: Callable[[dict],
                 pass
         elif phase == "work":
             say("demo data: agents work 3 tasks through the fake providers (ledger rows)")
-            worker = Worker(pool, "vos-dev/agents", work)
+            worker = Worker(pool, "vos-dev/agents", work, on_settled=on_settled)
             for _ in range(10):  # bounded: 3 tasks, a failed attempt is retried
                 if not worker.run_once(tenant_id):
                     break
+    seed_tree(pool, tenant_id, work, ids["Orchestrator"], say, on_settled)
     return True
+
+
+def seed_tree(pool: ConnectionPool, tenant_id: uuid.UUID, work: Callable[[dict], Any],
+              orchestrator_id: uuid.UUID, say: Callable[[str], None] = print,
+              on_settled: Callable | None = None) -> list[dict]:
+    """The Orchestrator's task delegated through the fakes, children worked, all but the
+    last approved; returns the children (oldest first)."""
+    from app.dispatch.worker import Worker
+
+    say(f"demo data: a delegation tree ({DEMO_TREE[0]!r} through the fakes' tool calls)")
+    with tenant_transaction(pool, tenant_id, actor="vos-dev") as conn:
+        parent = repo.create_task(conn, tenant_id, title=DEMO_TREE[0], body=DEMO_TREE[1],
+                                  priority="P0", assignee_id=orchestrator_id,
+                                  status=Status.ACTIVE)
+    worker = Worker(pool, "vos-dev/agents", work, on_settled=on_settled)
+    for _ in range(12):  # bounded: the parent, then each child once
+        if not worker.run_once(tenant_id):
+            break
+    with tenant_transaction(pool, tenant_id, actor="vos-dev") as conn:
+        children = repo.children_of(conn, parent["id"])
+        for child in children[:-1]:
+            if child["status"] == Status.REVIEW:
+                repo.review_task(conn, child["id"], True, "Good, ship it.")
+    return children

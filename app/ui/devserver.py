@@ -101,13 +101,16 @@ class DevStack:
             self.say(f"  {name:<10} {server.base_url}")
         self.pool = open_pool(app_dsn, min_size=2, max_size=8, name="vos-dev")
         self.pool.wait(timeout=30)
-        runner = demo_workforce(self.fleet, self.pool).handle
+        workforce = demo_workforce(self.fleet, self.pool)
         self.say("step 4/5: demo agents (examples/agents.yaml) and data")
-        if not seed_demo(self.pool, self.tenant_id, runner, say=self.say):
+        if not seed_demo(self.pool, self.tenant_id, workforce.handle, say=self.say,
+                         on_settled=workforce.on_settled):
             self.say("  the tenant has tasks already: kept as it is")
         self._worker_thread = threading.Thread(
             target=run_dev_worker,
-            args=(self.pool, self.tenant_id, orchestrated(self.pool, runner), self._stop_worker),
+            args=(self.pool, self.tenant_id, orchestrated(self.pool, workforce.handle),
+                  self._stop_worker),
+            kwargs={"on_settled": workforce.on_settled},
             name="vos-dev-worker", daemon=True)
         self._worker_thread.start()
         self.app = create_api_app(self.pool)

@@ -96,12 +96,19 @@ def test_vos_dev_serves_the_demo_and_stops_cleanly_twice(pg_dir):
             board = c.get("/ui/board")
             assert board.status_code == 200
             counts = dict(re.findall(r'data-testid="count-(\w+)">(\d+)<', board.text))
-            assert counts == {"Draft": "3", "Active": "3", "Review": "3", "Approved": "3"}
+            # the dozen demo tasks, plus two delegation trees made through the fakes: the
+            # Orchestrator's worked task delegates to its three reports, and the demo tree
+            # (all children but one approved) leaves its parent Waiting in the Active column
+            assert counts == {"Draft": "3", "Active": "5", "Review": "6", "Approved": "5"}
+            assert board.text.count('data-testid="badge-waiting"') == 2
             org = c.get("/ui/org").text
             for agent in ("Orchestrator", "Marketing Lead", "Creative", "CTO"):
                 assert f'data-agent="{agent}"' in org
             costs = c.get("/ui/costs").text
-            assert re.search(r'data-testid="calls-today">3<', costs), "3 agent calls expected"
+            calls = re.search(r'data-testid="calls-today">(\d+)<', costs)
+            # 3 worked tasks (one is the first tree's parent: its delegation), 3 children
+            # reporting, then the demo tree: its parent's delegation and 3 children
+            assert calls and int(calls[1]) == 3 + 3 + 1 + 3, costs[:500]
     finally:
         output = dev.stop()
     assert dev.proc.returncode == 0, output

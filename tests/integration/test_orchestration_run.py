@@ -346,3 +346,66 @@ def test_concurrent_runs_never_spend_past_the_budget(clean_fleet, app_pool, make
     assert 0 < spent <= budget, f"spent {spent} against a budget of {budget}"
     assert parked > 0, "the budget was meant to run out"
     assert done + parked == 8, json.dumps({"done": done, "parked": parked})
+
+
+def test_an_http_tool_runs_after_approval_and_its_output_is_sanitized(clean_fleet, app_pool,
+                                                                     make_tenant):
+    """An operator's HTTP tool (a URL on the mesh: loopback here) behind an approval gate:
+    nothing is called before the approval; after it, the worker POSTs the arguments with the
+    header from its env name, and the answer goes back to the model redacted."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from app.agents.config import ToolConfig
+
+    seen: list[tuple[dict, str | None]] = []
+
+    class Uptime(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            seen.append((body, self.headers.get("x-probe-token")))
+            answer = json.dumps({"host": body.get("host"), "status": "up",
+                                 "debug": "password=hunter2-correct-horse"}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Uptime)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        check_uptime = ToolConfig.model_validate({
+            "name": "check_uptime", "description": "Probe a host on the mesh.",
+            "kind": "http",
+            "parameters": {"type": "object", "properties": {"host": {"type": "string"}},
+                           "required": ["host"], "additionalProperties": False},
+            "http": {"url": f"http://127.0.0.1:{http.server_port}/probe",
+                     "timeout_seconds": 5, "headers_env": {"X-Probe-Token": "PROBE_TOKEN"}}})
+        replies = iter([FakeReply(tool_calls=(("check_uptime", {"host": "db-1"}),)),
+                        FakeReply(text="db-1 is up.")])
+        fleet = clean_fleet
+        fleet["openai"].respond_with(lambda conv: next(replies))
+        tenant, _, task = _single_agent(
+            app_pool, make_tenant, "http-tool", tools=("check_uptime", "report"),
+            policy={"approval": {"tools": ["check_uptime"]}})
+        runner = AgentRunner(app_pool, router_for(fleet, "openai", app_pool), SYSTEM,
+                             declared={"check_uptime": check_uptime},
+                             environ={"PROBE_TOKEN": "probe-token-1"})
+        worker = worker_for(app_pool, runner)
+        worker.drain([tenant.id])
+        assert seen == [], "an approval-gated tool must not run before the approval"
+        with tenant_transaction(app_pool, tenant.id, actor="operator:test") as conn:
+            (pending,) = repo.pending_approvals(conn)
+            assert pending["tool"] == "check_uptime" and pending["arguments"] == {"host": "db-1"}
+            repo.decide_approval(conn, pending["id"], True)
+        worker.drain([tenant.id])
+        assert seen == [({"host": "db-1"}, "probe-token-1")]
+        assert task_row(app_pool, tenant.id, task["id"])["status"] == "Review"
+        sent = fleet["openai"].received[-1].body.decode()
+        assert '\\"status\\":\\"up\\"' in sent or '"status":"up"' in sent
+        assert "hunter2-correct-horse" not in sent, "the tool's secret reached the model"
+    finally:
+        http.shutdown()

@@ -7,6 +7,7 @@ Example:
     vos docs add README.md docs/ --tenant acme
     + added     README.md  (12 passages, 9.1 KiB)
     = unchanged docs/runbook.md  (4 passages, 2.3 KiB)
+    vos docs add docs/ --tenant acme --config agents.yaml   # the file's embedding provider
     vos docs list --tenant acme
     vos docs remove docs/runbook.md --tenant acme
 """
@@ -35,11 +36,11 @@ def _tenant_tx(tenant: str, actor: str) -> Iterator[tuple[object, object]]:
     import psycopg
 
     from app.agents.documents import resolve_tenant
-    from app.cli import _settings
+    from app.clihelpers import load_settings
     from app.db import open_pool, tenant_transaction
     from app.main import database
 
-    settings = _settings()  # exits 2 naming the bad setting
+    settings = load_settings()  # exits 2 naming the bad setting
     with database(settings, say=lambda msg: typer.echo(msg, err=True)) as dsn:
         pool = open_pool(dsn, max_size=1, timeout=settings.db_timeout_seconds, name="vos-docs")
         try:
@@ -76,6 +77,10 @@ def add(
     max_bytes: Annotated[int, typer.Option(
         envvar="VOS_DOCS_MAX_BYTES", min=1,
         help="refuse files larger than this many bytes")] = MAX_DOCUMENT_BYTES,
+    config: Annotated[str | None, typer.Option(
+        help="the tenant's agents file: passages are embedded by its `embedding:` provider "
+             "(the key named by api_key_env is read from the environment), as the worker "
+             "will embed queries; default: the embedded model")] = None,
 ) -> None:
     """Add or update documents: Markdown, plain text (.txt or no extension) and HTML.
 
@@ -83,8 +88,15 @@ def add(
     changed one has its passages replaced (~ replaced), a new one is added (+ added). Every
     file is checked first; one bad file (binary, unreadable, missing, over --max-bytes)
     refuses the whole run and nothing is written.
+
+    With --config, the tenant's passages (these and any embedded by another model) end up
+    embedded by the file's embedding provider, in the same transaction; the provider
+    unreachable refuses the run and nothing is written.
     """
     from app.agents.documents import DocumentError, human_size, ingest, read_paths
+    from app.agents.embeddings import EmbeddingDimensionError, EmbeddingUnavailable
+
+    embedder = _configured_embedder(config) if config else None
 
     try:
         docs, skipped = read_paths(paths, max_bytes=max_bytes)
@@ -99,13 +111,26 @@ def add(
         typer.echo("error: no documents found in the paths given; nothing was written", err=True)
         raise typer.Exit(2)
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
-    with _tenant_tx(tenant, "cli:docs") as (conn, tenant_id):
-        for doc in docs:
-            result = ingest(conn, tenant_id, doc)
-            counts[result.action] += 1
-            typer.echo(f"{result.symbol} {result.action:<9} {doc.source}  "
-                       f"({result.passages} passages, {human_size(doc.size_bytes)})")
+    try:
+        with _tenant_tx(tenant, "cli:docs") as (conn, tenant_id):
+            for doc in docs:
+                result = ingest(conn, tenant_id, doc, embedder=embedder)
+                counts[result.action] += 1
+                typer.echo(f"{result.symbol} {result.action:<9} {doc.source}  "
+                           f"({result.passages} passages, {human_size(doc.size_bytes)})")
+            if embedder is not None:
+                # passages left on another model (added before the embedding block) are
+                # brought to the configured one here, before commit (retrieval would
+                # otherwise do it at the first query, in a worker's task)
+                from app.agents.retrieval import reembed
+
+                reembed(conn, embedder)
+    except (EmbeddingUnavailable, EmbeddingDimensionError) as exc:
+        typer.echo(f"error: {exc}; nothing was written (rolled back)", err=True)
+        raise typer.Exit(1) from None
     typer.echo(", ".join(f"{n} {action}" for action, n in counts.items()))
+    if embedder is not None:
+        typer.echo(f"embedded by {embedder.name}")
 
 
 @docs_app.command("list")
@@ -142,6 +167,25 @@ def remove(
                    err=True)
         raise typer.Exit(1)
     typer.echo(f"- removed   {row['source'] or row['title']} ({row['id']})")
+
+
+def _configured_embedder(config: str):
+    """The embedder of the agents file at `config` (its `embedding:` block, else the
+    embedded default); exits 2 on a bad file or a missing key, naming the problem."""
+    import os
+
+    from app.agents.embeddings import build_retrieval_embedder
+    from app.agents.sanitize import Sanitizer
+    from app.agents.spec import load_agents_file
+
+    try:
+        cfg = load_agents_file(config)
+        # the worker's sanitizer (the file's `pii:`): what leaves for the provider matches
+        return build_retrieval_embedder(cfg.embedding, os.environ,
+                                        sanitizer=Sanitizer(pii=tuple(cfg.pii)))
+    except ValueError as exc:  # AgentsFileError is one too
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _cut(text: str, width: int) -> str:

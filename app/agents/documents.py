@@ -354,13 +354,15 @@ def resolve_tenant(conn: psycopg.Connection, value: str) -> uuid.UUID | None:
 
 
 def _insert_passages(conn: psycopg.Connection, tenant_id: Any, document_id: Any,
-                     title: str, passages: list[Chunk]) -> None:
-    # heading path + title + embedding (the embedded default model; see retrieval.py)
-    store_passages(conn, tenant_id, document_id, title, passages)
+                     title: str, passages: list[Chunk], embedder: Any = None) -> None:
+    # heading path + title + embedding (the tenant's embedder, else the embedded default)
+    store_passages(conn, tenant_id, document_id, title, passages, embedder)
 
 
-def ingest(conn: psycopg.Connection, tenant_id: Any, doc: Document) -> IngestResult:
-    """Add, replace or leave alone one document, inside the caller's tenant transaction.
+def ingest(conn: psycopg.Connection, tenant_id: Any, doc: Document, *,
+           embedder: Any = None) -> IngestResult:
+    """Add, replace or leave alone one document, inside the caller's tenant transaction;
+    passages are embedded by `embedder` (default: the embedded default model).
 
     Example:
         with tenant_transaction(pool, tenant_id) as conn:
@@ -377,7 +379,7 @@ def ingest(conn: psycopg.Connection, tenant_id: Any, doc: Document) -> IngestRes
             "size_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
             [tenant_id, doc.title, doc.source, tokens, doc.content_type, doc.sha256,
              doc.size_bytes]).fetchone()
-        _insert_passages(conn, tenant_id, new["id"], doc.title, doc.passages)
+        _insert_passages(conn, tenant_id, new["id"], doc.title, doc.passages, embedder)
         return IngestResult("added", new["id"], len(doc.passages))
     if row["sha256"] == doc.sha256:
         return IngestResult("unchanged", row["id"], row["n"])
@@ -386,7 +388,7 @@ def ingest(conn: psycopg.Connection, tenant_id: Any, doc: Document) -> IngestRes
         "UPDATE documents SET title = %s, tokens = %s, content_type = %s, sha256 = %s, "
         "size_bytes = %s, updated_at = now() WHERE id = %s",
         [doc.title, tokens, doc.content_type, doc.sha256, doc.size_bytes, row["id"]])
-    _insert_passages(conn, tenant_id, row["id"], doc.title, doc.passages)
+    _insert_passages(conn, tenant_id, row["id"], doc.title, doc.passages, embedder)
     return IngestResult("replaced", row["id"], len(doc.passages))
 
 

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -35,8 +36,16 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from app.agents.embeddings import Embedder, default_embedder
+from app import jsonlog
+from app.agents.embeddings import (
+    Embedder,
+    EmbeddingDimensionError,
+    EmbeddingUnavailable,
+    default_embedder,
+)
 from app.agents.tokens import estimate_tokens
+
+log = logging.getLogger("vos.retrieval")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -197,6 +206,25 @@ def _vector_param(kind: str, vector: np.ndarray) -> Any:
     return [float(x) for x in vector.tolist()]
 
 
+def _stored_dim(conn: psycopg.Connection, kind: str, model: str) -> int | None:
+    """The dimension of the tenant's vectors made by `model` (None when there are none)."""
+    size = "vector_dims(embedding)" if kind == "vector" else "array_length(embedding, 1)"
+    row = conn.execute(f"SELECT {size} AS d FROM passages WHERE embedding_model = %s "
+                       "AND embedding IS NOT NULL LIMIT 1", [model]).fetchone()
+    return None if row is None else row["d"]
+
+
+def _check_dim(model: str, dim: int, stored: int | None) -> None:
+    """Vectors of one model name have one dimension: another means the model behind the
+    name changed, and mixing them would make every comparison fail or lie."""
+    if stored is not None and dim != stored:
+        raise EmbeddingDimensionError(
+            f"embedder {model} returns {dim}-dimension vectors but the tenant's passages "
+            f"embedded by {model} have {stored}: the model behind that name changed. Name "
+            "the new model distinctly (the agents file's embedding.model, e.g. with its tag) "
+            "so the passages are re-embedded, or remove and re-add the documents")
+
+
 def embed_text(title: str, heading: str, body: str) -> str:
     """What is embedded for a passage: its place in the document, then its text."""
     return "\n".join(part for part in (title, heading, body) if part)
@@ -212,6 +240,8 @@ def store_passages(conn: psycopg.Connection, tenant_id: Any, document_id: Any, t
     embedder = embedder or default_embedder()
     vectors = embedder.embed([embed_text(title, c.heading, c.body) for c in chunks])
     kind = embedding_kind(conn)
+    if chunks:
+        _check_dim(embedder.name, vectors.shape[1], _stored_dim(conn, kind, embedder.name))
     cast = "::vector" if kind == "vector" else "::real[]"
     with conn.cursor() as cur:
         cur.executemany(
@@ -257,6 +287,8 @@ def reembed(conn: psycopg.Connection, embedder: Embedder, batch: int = 512,
             break
         vectors = embedder.embed([embed_text(r["title"], r["heading"], r["body"])
                                   for r in rows])
+        if not done:
+            _check_dim(embedder.name, vectors.shape[1], _stored_dim(conn, kind, embedder.name))
         with conn.cursor() as cur:
             cur.executemany(
                 f"UPDATE passages SET embedding = %s{cast}, embedding_model = %s WHERE id = %s",
@@ -350,6 +382,7 @@ class _Corpus:
     postings: dict[str, np.ndarray]  # lexeme -> ids of the passages holding it
     ids: np.ndarray | None      # the real[] fallback: passage ids, and their unit vectors
     matrix: np.ndarray | None
+    dim: int | None = None      # of the vectors stored by the model (None: there are none)
 
     def df(self, term: str) -> int:
         found = self.postings.get(term)
@@ -375,7 +408,11 @@ class _CorpusCache:
         self._entries: dict[tuple, _Corpus] = {}
         self._max = max_entries
 
-    def get(self, conn: psycopg.Connection, embedder: Embedder) -> _Corpus:
+    def get(self, conn: psycopg.Connection, embedder: Embedder, *,
+            reembed_stale: bool = True) -> _Corpus:
+        """The tenant's corpus for `embedder`, its stale passages re-embedded first (which
+        may raise `EmbeddingUnavailable`). With `reembed_stale=False` stale passages are
+        left as they are and the corpus is built but not cached (the lexical fallback)."""
         row = conn.execute(_VERSION).fetchone()
         key = (row["tenant"], embedder.name, row["version"])
         with self._lock:
@@ -384,23 +421,12 @@ class _CorpusCache:
         # A new version or model: passages embedded by another model (or none) are brought
         # up to date first (which bumps the version: read it again).
         if conn.execute(_STALE, [embedder.name]).fetchone()["s"]:
+            if not reembed_stale:
+                return self._load(conn, embedder)
             reembed(conn, embedder)
             row = conn.execute(_VERSION).fetchone()
             key = (row["tenant"], embedder.name, row["version"])
-        lists: dict[str, list[int]] = {}
-        for r in conn.execute("SELECT id, tsvector_to_array(tsv) AS lexemes FROM passages"):
-            for lexeme in r["lexemes"]:
-                lists.setdefault(lexeme, []).append(r["id"])
-        postings = {k: np.array(v, dtype=np.int64) for k, v in lists.items()}
-        ids = matrix = None
-        if embedding_kind(conn) == "array":
-            rows = conn.execute("SELECT id, embedding FROM passages WHERE embedding_model = %s "
-                                "ORDER BY id", [embedder.name]).fetchall()
-            ids = np.array([r["id"] for r in rows], dtype=np.int64)
-            matrix = np.array([r["embedding"] for r in rows], dtype=np.float32) if rows \
-                else np.zeros((0, 1), dtype=np.float32)
-        n = conn.execute("SELECT count(*) AS n FROM passages").fetchone()["n"]
-        corpus = _Corpus(n, postings, ids, matrix)
+        corpus = self._load(conn, embedder)
         with self._lock:
             for stale in [k for k in self._entries if k[:2] == key[:2]]:
                 del self._entries[stale]
@@ -408,6 +434,27 @@ class _CorpusCache:
                 del self._entries[next(iter(self._entries))]
             self._entries[key] = corpus
         return corpus
+
+    @staticmethod
+    def _load(conn: psycopg.Connection, embedder: Embedder) -> _Corpus:
+        lists: dict[str, list[int]] = {}
+        for r in conn.execute("SELECT id, tsvector_to_array(tsv) AS lexemes FROM passages"):
+            for lexeme in r["lexemes"]:
+                lists.setdefault(lexeme, []).append(r["id"])
+        postings = {k: np.array(v, dtype=np.int64) for k, v in lists.items()}
+        ids = matrix = None
+        kind = embedding_kind(conn)
+        if kind == "array":
+            rows = conn.execute("SELECT id, embedding FROM passages WHERE embedding_model = %s "
+                                "ORDER BY id", [embedder.name]).fetchall()
+            ids = np.array([r["id"] for r in rows], dtype=np.int64)
+            matrix = np.array([r["embedding"] for r in rows], dtype=np.float32) if rows \
+                else np.zeros((0, 1), dtype=np.float32)
+            dim = matrix.shape[1] if rows else None
+        else:
+            dim = _stored_dim(conn, kind, embedder.name)
+        n = conn.execute("SELECT count(*) AS n FROM passages").fetchone()["n"]
+        return _Corpus(n, postings, ids, matrix, dim)
 
 
 _corpora = _CorpusCache()
@@ -460,6 +507,13 @@ def retrieve(conn: psycopg.Connection, query: str, token_budget: int, *,
     re-embedded first. A query sharing no word with the tenant's passages gets nothing.
     `lexical` / `dense` switch one side off (to measure what each contributes).
 
+    When the embedder is unavailable (`EmbeddingUnavailable`: a configured provider is down,
+    rate-limited or refuses the key), re-embedding or embedding the query, the query is
+    ranked lexically only and `embedding_unavailable` is logged (a warning): a provider
+    outage degrades recall for its duration but never fails a task, and the stale
+    passages are re-embedded by the first query after it. A vector dimension that differs
+    from the stored vectors of the same model name raises `EmbeddingDimensionError`.
+
     Example:
         picked = retrieve(conn, "who decides to cancel a sailing", token_budget=1000)
     """
@@ -468,7 +522,13 @@ def retrieve(conn: psycopg.Connection, query: str, token_budget: int, *,
     if token_budget <= 0 or not query.strip():
         return []
     embedder = embedder or default_embedder()
-    corpus = _corpora.get(conn, embedder)  # re-embeds passages of another model first
+    vectors_ok = True
+    try:
+        corpus = _corpora.get(conn, embedder)  # re-embeds passages of another model first
+    except EmbeddingUnavailable as exc:
+        _unavailable(embedder, exc, "reembed")
+        corpus = _corpora.get(conn, embedder, reembed_stale=False)
+        vectors_ok = False
     clauses = split_clauses(query)
     units = [query] + (clauses if len(clauses) > 1 else [])
     unit_terms = [row["terms"] for row in conn.execute(
@@ -492,8 +552,15 @@ def retrieve(conn: psycopg.Connection, query: str, token_budget: int, *,
         for i in corpus.postings[term].tolist():
             pool[i] = pool.get(i, 0.0) + idf[term]
     lexical_pool = sorted(pool, key=lambda i: (-pool[i], i))[:candidates]
-    dense_ids = _dense_rankings(conn, corpus, embedder.embed(units), embedder.name,
-                                candidates)
+    dense_ids: list[list[int]] = [[] for _ in units]
+    if vectors_ok:
+        try:
+            queries = embedder.embed(units)
+        except EmbeddingUnavailable as exc:
+            _unavailable(embedder, exc, "query")
+        else:
+            _check_dim(embedder.name, queries.shape[1], corpus.dim)
+            dense_ids = _dense_rankings(conn, corpus, queries, embedder.name, candidates)
     wanted = set(lexical_pool) | {i for ranking in dense_ids for i in ranking}
     if not wanted:
         return []
@@ -534,6 +601,12 @@ def retrieve(conn: psycopg.Connection, query: str, token_budget: int, *,
                 fused = [(i, s) for i, s in fused if s >= fused[0][1] * min_relative_score]
             rankings.append([(s, rows[i]) for i, s in fused])
     return _pack(rankings, token_budget, max_passages)
+
+
+def _unavailable(embedder: Embedder, exc: EmbeddingUnavailable, step: str) -> None:
+    jsonlog.emit(log, "embedding_unavailable", level=logging.WARNING, model=embedder.name,
+                 step=step, kind=getattr(exc, "kind", ""), error=str(exc)[:300],
+                 fallback="lexical")
 
 
 def _pack(rankings: list[list[tuple[float, dict]]], token_budget: int,

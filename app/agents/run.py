@@ -202,6 +202,7 @@ class AgentRunner:
     environ: Mapping[str, str] = field(default_factory=dict)
     sanitizer: Sanitizer | None = None
     http_caller: Callable[..., ToolResult] | None = None
+    embedder: Any = None  # retrieval's embedder (the agents file's `embedding:`); None: default
 
     # -- the worker's two entry points -------------------------------------------------------
 
@@ -260,7 +261,8 @@ class _Run:
                 self.child_results = {str(c["id"]): c for c in
                                       repo.child_results(conn, self.task["id"])}
             # deterministic for the same documents, so a resumed run sees the same context
-            self.passages = retrieve(conn, self.question, self.r.retrieval_token_budget)
+            self.passages = retrieve(conn, self.question, self.r.retrieval_token_budget,
+                                     embedder=self.r.embedder)
         self.agent = agent
         self.policy = RunPolicy.from_json(agent["run_policy"])
         names = list(agent["tools"] or [])
@@ -522,7 +524,8 @@ class _Run:
                               "task); answer with what you have", True)
         state.searches += 1
         with tenant_transaction(self.r.pool, self.tenant_id, actor=self.actor) as conn:
-            found = retrieve(conn, str(call.arguments["query"]), SEARCH_TOKEN_BUDGET)
+            found = retrieve(conn, str(call.arguments["query"]), SEARCH_TOKEN_BUDGET,
+                             embedder=self.r.embedder)
         state.passages += [p.id for p in found if p.id not in state.passages]
         return ToolResult(call.id, call.name, format_passages(found) or "nothing found")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+
+from app.clihelpers import load_settings, owner_dsn_or_exit
 
 db_app = typer.Typer(help="The app's Postgres schema.", no_args_is_help=True)
 api_app = typer.Typer(help="The private dispatch API (bind it to the mesh).", no_args_is_help=True)
@@ -24,29 +25,6 @@ tenant_app = typer.Typer(help="Tenants (owner operations).", no_args_is_help=Tru
 
 Host = Annotated[str, typer.Option(help="address to listen on")]
 Port = Annotated[int, typer.Option(help="TCP port to listen on", min=1, max=65535)]
-
-
-def _settings():
-    """Load settings, or exit with what is wrong and how to fix it."""
-    from app.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                             for e in exc.errors())
-        typer.echo(f"error: invalid settings: {problems}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _owner_dsn_or_exit():
-    """The owner DSN (DATABASE_URL) for owner operations; they never use the embedded server
-    implicitly, so nothing lands in a throwaway database by mistake."""
-    settings = _settings()
-    if settings.database_url is None:
-        typer.echo("error: DATABASE_URL is not set; point it at the schema owner role", err=True)
-        raise typer.Exit(2)
-    return settings.database_url.get_secret_value()
 
 
 @db_app.command("migrate")
@@ -70,7 +48,7 @@ def db_migrate(
                        err=True)
             raise typer.Exit(2)
     try:
-        migrate(_owner_dsn_or_exit(), app_password=password, clear_failed=clear_failed)
+        migrate(owner_dsn_or_exit(), app_password=password, clear_failed=clear_failed)
     except MigrationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -86,7 +64,7 @@ def api_serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
     """Serve the dispatch API (DATABASE_URL as vos_app; embedded Postgres if unset, locally)."""
     from app.main import serve_api
 
-    serve_api(_settings(), host, port)
+    serve_api(load_settings(), host, port)
 
 
 @door_app.command("serve")
@@ -105,7 +83,7 @@ def door_serve(
     if bool(tls_cert) != bool(tls_key):
         typer.echo("error: --tls-cert and --tls-key go together", err=True)
         raise typer.Exit(2)
-    serve_door(_settings(), host, port, (str(tls_cert), str(tls_key)) if tls_cert else None)
+    serve_door(load_settings(), host, port, (str(tls_cert), str(tls_key)) if tls_cert else None)
 
 
 @door_app.command("bind")
@@ -130,7 +108,7 @@ def door_bind(
 
 
 def _bind(psycopg, source: str, tenant: str):
-    with psycopg.connect(_owner_dsn_or_exit()) as conn:
+    with psycopg.connect(owner_dsn_or_exit()) as conn:
         return conn.execute(
             """INSERT INTO door_sources (source, tenant_id)
                SELECT %s, id FROM tenants WHERE slug = %s
@@ -149,7 +127,7 @@ def tenant_create(
     import psycopg
 
     try:
-        with psycopg.connect(_owner_dsn_or_exit()) as conn:
+        with psycopg.connect(owner_dsn_or_exit()) as conn:
             (tenant_id,) = conn.execute(
                 "INSERT INTO tenants (slug, name) VALUES (%s, %s) RETURNING id",
                 [slug, name or slug],
@@ -186,24 +164,20 @@ def worker_run(
         typer.echo("error: --tenant takes tenant UUIDs (`vos tenant create` prints them)", err=True)
         raise typer.Exit(2) from None
     name = worker_id or f"{socket.gethostname()}/{os.getpid()}"
-    worked = run_worker(_settings(), tenant_ids, handler, name, drain, idle_seconds)
+    worked = run_worker(load_settings(), tenant_ids, handler, name, drain, idle_seconds)
     if drain:
         typer.echo(f"worked {worked} task(s)")
 
 
 def register(cli: typer.Typer) -> None:
-    """Attach the app's command groups to the top-level `vos` CLI."""
+    """Attach the app's own command groups (db, api, door, tenant, worker) to `vos`.
+
+    The agents', documents' and Command Center's commands register themselves
+    (app/agents/cli.py, app/agents/docs_cli.py, app/ui/cli.py); cli.py loads each module
+    only when its command is invoked, so `vos door serve` imports none of the others.
+    """
     cli.add_typer(db_app, name="db")
     cli.add_typer(api_app, name="api")
     cli.add_typer(door_app, name="door")
     cli.add_typer(tenant_app, name="tenant")
     cli.add_typer(worker_app, name="worker")
-    from app.agents.cli import register as register_agents  # vos fake-providers, vos agents
-
-    register_agents(cli)
-    from app.agents.docs_cli import register as register_docs  # vos docs
-
-    register_docs(cli)
-    from app.ui.cli import register as register_ui  # vos dev, vos operator
-
-    register_ui(cli)

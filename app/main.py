@@ -195,7 +195,9 @@ def load_handler(spec: str) -> Callable[[dict], dict]:
 def run_worker(settings: Settings, tenant_ids: list, handler_spec: str, worker_id: str,
                drain: bool, idle_seconds: float | None = None, policy=None,
                route_unassigned: bool = False) -> int:
-    """Run a dispatch worker over the given tenants; returns how many tasks it worked.
+    """Run a dispatch worker with a generic handler over the given tenants (`vos worker run`);
+    returns how many tasks it worked. The agent workforce is `vos agents work`; both go
+    through `serve_worker`.
 
     `drain` stops once nothing is workable (batch jobs, tests); otherwise it polls until
     interrupted. `policy` is an `app.dispatch.policy.WorkerPolicy` (e.g. the agents file's
@@ -205,28 +207,55 @@ def run_worker(settings: Settings, tenant_ids: list, handler_spec: str, worker_i
         run_worker(settings, [tenant_id], "pkg.mod:handle", "host/1", drain=True,
                    policy=WorkerPolicy(max_attempts=3))
     """
-    from app.dispatch.policy import WorkerPolicy
-    from app.dispatch.worker import Worker
-
     jsonlog.configure()
     handler = load_handler(handler_spec)
     with database(settings) as dsn:
-        pool = open_pool(dsn, max_size=2, timeout=settings.db_timeout_seconds, name="vos-worker")
-        try:
-            try:
-                assert_app_role_is_confined(pool)
-            except UnsafeDatabaseRole as exc:
-                raise SystemExit(f"error: {exc}") from None
-            worker = Worker(pool, worker_id, handler, policy=policy or WorkerPolicy(),
+        return serve_worker(settings, dsn, tenant_ids, lambda _pool: (handler, None), worker_id,
+                            drain=drain, idle_seconds=idle_seconds, policy=policy,
                             route_unassigned=route_unassigned)
-            jsonlog.emit(log, "worker_started", worker=worker_id, tenants=len(tenant_ids),
-                         max_attempts=worker.policy.max_attempts)
-            if not drain:
-                worker.serve(tenant_ids, idle_seconds=idle_seconds)
-                return 0
-            worked = worker.drain(tenant_ids)
-            jsonlog.emit(log, "worker_drained", worker=worker_id, worked=worked)
-            return worked
-        finally:
-            pool.close()
 
+
+def serve_worker(settings: Settings, dsn: str, tenant_ids: list,
+                 build: Callable[[ConnectionPool], tuple[Callable[[dict], dict], Callable | None]],
+                 worker_id: str, *, drain: bool, idle_seconds: float | None = None,
+                 policy=None, route_unassigned: bool = False, pool_name: str = "vos-worker",
+                 pool_size: int = 2, pool_timeout: float | None = None,
+                 retry: Callable[[Callable], object] = lambda step: step(),
+                 beat: Callable[[], None] = lambda: None) -> int:
+    """The one place a dispatch worker is put together: pool → role check → handler → Worker
+    → serve (until interrupted) or drain (returns how many tasks it worked).
+
+    `build(pool)` makes (handler, on_settled) once the role is known to be confined. An
+    unconfined role (superuser, BYPASSRLS, table owner) exits cleanly: SystemExit("error: …"),
+    exit status 1, no traceback. `retry(step)` runs the role check (e.g. retried while Postgres
+    does not answer yet); `beat()` is called as start-up makes progress (a heartbeat file).
+
+    Example:
+        serve_worker(settings, dsn, [tenant_id], lambda pool: (handle, None), "host/1",
+                     drain=True)
+    """
+    from app.dispatch.policy import WorkerPolicy
+    from app.dispatch.worker import Worker
+
+    pool = open_pool(dsn, max_size=pool_size, name=pool_name,
+                     timeout=settings.db_timeout_seconds if pool_timeout is None else pool_timeout)
+    try:
+        try:
+            retry(lambda: assert_app_role_is_confined(pool))
+        except UnsafeDatabaseRole as exc:
+            raise SystemExit(f"error: {exc}") from None
+        beat()
+        handler, on_settled = build(pool)
+        beat()
+        worker = Worker(pool, worker_id, handler, policy=policy or WorkerPolicy(),
+                        route_unassigned=route_unassigned, on_settled=on_settled)
+        jsonlog.emit(log, "worker_started", worker=worker_id, tenants=len(tenant_ids),
+                     max_attempts=worker.policy.max_attempts)
+        if not drain:
+            worker.serve(tenant_ids, idle_seconds=idle_seconds)
+            return 0
+        worked = worker.drain(tenant_ids)
+        jsonlog.emit(log, "worker_drained", worker=worker_id, worked=worked)
+        return worked
+    finally:
+        pool.close()

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from app import jsonlog
+from app.clihelpers import load_settings
 
 agents_app = typer.Typer(help="The agent workforce: agents as code (apply, list, show), work "
                               "tasks, sanitizer, price table.",
@@ -95,8 +96,8 @@ def work(
         help="tenant to serve, slug or UUID (repeatable)")],
     config: Annotated[str, typer.Option(
         help="the agents file (YAML or JSON, see examples/agents.yaml): its deployments, "
-             "default_chain, retry, pii, system_prompt, tools and worker policy; API keys are "
-             "named by env var, never written in it")],
+             "default_chain, retry, pii, system_prompt, tools, embedding provider and worker "
+             "policy; API keys are named by env var, never written in it")],
     worker_id: Annotated[str | None, typer.Option(
         "--id", help="this worker's name in claims and events (default: host/pid)")] = None,
     drain: Annotated[bool, typer.Option(help="stop when every queue is empty")] = False,
@@ -116,24 +117,30 @@ def work(
     import socket
 
     from app.agents.config import build_router
+    from app.agents.embeddings import build_retrieval_embedder
     from app.agents.ledger import PostgresAccounting
     from app.agents.run import breakers_of
+    from app.agents.sanitize import Sanitizer
     from app.agents.spec import AgentsFileError, load_agents_file
     from app.agents.workforce import Workforce
-    from app.db import assert_app_role_is_confined, open_pool
-    from app.dispatch.worker import Worker
-    from app.main import database
+    from app.main import database, serve_worker
 
     try:
         cfg = load_agents_file(config)
     except AgentsFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:  # the file's `embedding:` provider (None: the embedded default); key by env name
+        embedder = None if cfg.embedding is None else build_retrieval_embedder(
+            cfg.embedding, os.environ, sanitizer=Sanitizer(pii=tuple(cfg.pii)))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     policy = cfg.worker
     if heartbeat_file is not None:
         policy = policy.model_copy(update={"heartbeat_file": heartbeat_file})
     idle = idle_seconds if idle_seconds is not None else policy.idle_seconds
-    settings = _load_settings()
+    settings = load_settings()
     name = worker_id or f"{socket.gethostname()}/{os.getpid()}"
     jsonlog.configure()  # claims, failures, reaps: one JSON line each (journald in the stack)
     from pathlib import Path
@@ -150,32 +157,31 @@ def work(
         tenant_ids = [until_database_answers(lambda t=t: _tenant_or_exit(dsn, t))
                       for t in tenant]
         beat()
-        # not a request path: a pooled connection may take longer than the API's bound
-        pool = open_pool(dsn, max_size=4, timeout=max(settings.db_timeout_seconds, 10),
-                         name="vos-agents")
-        try:
-            until_database_answers(lambda: assert_app_role_is_confined(pool))
-            beat()
+
+        def workforce_on(pool):
             router = build_router(cfg, PostgresAccounting(pool), dict(os.environ))
             beat()
             workforce = Workforce(
                 # each agent is offered only the tools its `tools:` lists (least privilege)
                 pool, router, cfg.system_prompt, (), cfg.retrieval_token_budget,
                 declared={t.name: t for t in cfg.tools}, breakers=breakers_of(cfg),
-                environ=dict(os.environ))
-            # unassigned work (the door's) goes to the orchestrator; the file paces failures
-            worker = Worker(pool, name, workforce.handle, policy=policy, route_unassigned=True,
-                            on_settled=workforce.on_settled)
-            if not drain:
-                worker.serve(tenant_ids, idle_seconds=idle)
-                return
-            worked = worker.drain(tenant_ids)
-            typer.echo(f"worked {worked} task(s)")
+                environ=dict(os.environ), embedder=embedder)
+            return workforce.handle, workforce.on_settled
+
+        try:
+            # unassigned work (the door's) goes to the orchestrator; the file paces failures.
+            # Not a request path: a pooled connection may take longer than the API's bound.
+            # An unconfined role exits 1 with "error: …" (serve_worker, as `vos worker run`).
+            worked = serve_worker(
+                settings, dsn, tenant_ids, workforce_on, name, drain=drain, idle_seconds=idle,
+                policy=policy, route_unassigned=True, pool_name="vos-agents", pool_size=4,
+                pool_timeout=max(settings.db_timeout_seconds, 10),
+                retry=until_database_answers, beat=beat)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        finally:
-            pool.close()
+        if drain:
+            typer.echo(f"worked {worked} task(s)")
 
 
 @agents_app.command("apply")
@@ -204,7 +210,7 @@ def apply(
     except AgentsFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    settings = _load_settings()
+    settings = load_settings()
     dsn = _dsn_or_exit(settings)
     tenant_id = _tenant_or_exit(dsn, tenant, create=create_tenant and not dry_run)
     pool = open_pool(dsn, max_size=1, timeout=settings.db_timeout_seconds, name="vos-apply")
@@ -295,7 +301,7 @@ def _money(value) -> str:
 def _agents_or_exit(tenant: str) -> list[dict]:
     from app.db import open_pool, tenant_transaction
 
-    settings = _load_settings()
+    settings = load_settings()
     dsn = _dsn_or_exit(settings)
     tenant_id = _tenant_or_exit(dsn, tenant)
     pool = open_pool(dsn, max_size=1, timeout=settings.db_timeout_seconds, name="vos-agents")
@@ -378,7 +384,7 @@ def seed_prices_command(
     except ValueError:
         typer.echo("error: --tenant takes a tenant UUID (`vos tenant create` prints it)", err=True)
         raise typer.Exit(2) from None
-    settings = _load_settings()
+    settings = load_settings()
     with database(settings) as dsn:
         pool = open_pool(dsn, max_size=1, timeout=settings.db_timeout_seconds, name="vos-prices")
         try:
@@ -387,14 +393,6 @@ def seed_prices_command(
         finally:
             pool.close()
     typer.echo(f"added {added} price version(s) for tenant {tenant_id}")
-
-
-def _load_settings():
-    """The app's settings, or exit 2 naming what is wrong (the same rule as every `vos` app
-    command; imported late because app.cli imports this module)."""
-    from app.cli import _settings
-
-    return _settings()
 
 
 @agents_app.command("prices")

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from app.clihelpers import load_settings, owner_dsn_or_exit
+
 operator_app = typer.Typer(help="Command Center operator tokens (owner operations).",
                            no_args_is_help=True)
 LOOPBACK_NAMES = {"localhost"}
@@ -21,9 +23,7 @@ LOOPBACK_NAMES = {"localhost"}
 def _owner_conn():
     import psycopg
 
-    from app.cli import _owner_dsn_or_exit
-
-    return psycopg.connect(_owner_dsn_or_exit(), autocommit=True)
+    return psycopg.connect(owner_dsn_or_exit(), autocommit=True)
 
 
 def _tenant_id(conn, slug: str):
@@ -92,7 +92,6 @@ def dev(
 ) -> None:
     """Run the whole app on loopback: Postgres (embedded unless DATABASE_URL names an owner
     role), the fake providers, an agent worker, demo data; prints the Command Center URL."""
-    from app.cli import _settings
     from app.ui.devserver import DevStack
 
     if not _is_loopback(host):
@@ -100,7 +99,7 @@ def dev(
                    "is reached over the mesh in production (vos api serve --host MESH_IP)",
                    err=True)
         raise typer.Exit(2)
-    stack = DevStack(_settings(), tenant, app_password_env, say=typer.echo)
+    stack = DevStack(load_settings(), tenant, app_password_env, say=typer.echo)
     # SIGTERM (a service manager, `timeout`, `kill`) stops everything like Ctrl-C, also while
     # starting: the embedded Postgres must never outlive `vos dev`
     signal.signal(signal.SIGTERM, _interrupt)

@@ -1,7 +1,12 @@
 """`vos agents seed-prices` and `vos agents work --drain` against a real Postgres and the fakes."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from app.agents.fakes import start_fake_fleet
@@ -73,3 +78,29 @@ def test_work_with_a_bad_config_is_a_clear_error(tmp_path):
                                  str(config)])
     assert result.exit_code == 2
     assert "deployments" in result.output
+
+
+@pytest.mark.parametrize("command", ["agents work", "worker run"])
+def test_both_worker_commands_refuse_an_unconfined_role_cleanly(command, owner_dsn, make_tenant,
+                                                                tmp_path):
+    """`vos agents work` and `vos worker run` share one composition root (app.main's
+    serve_worker): pointed at the schema owner, both exit 1 with one `error:` line saying
+    why and what to do, and no traceback."""
+    tenant = make_tenant("unconfined")
+    config = tmp_path / "agents.json"
+    config.write_text(json.dumps({"deployments": [
+        {"name": "gpt", "provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+         "model": "gpt-4.1", "context_window": 1000, "api_key_env": "TEST_OAI_KEY"}]}))
+    argv = {"agents work": ["agents", "work", "--config", str(config)],
+            "worker run": ["worker", "run", "--handler",
+                           "tests.integration.test_dispatch:summarise"]}[command]
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", *argv, "--tenant", str(tenant.id), "--drain"],
+        cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DATABASE_URL": owner_dsn,
+             "TEST_OAI_KEY": "sk-test-cli-000000000000000000000"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: DATABASE_URL connects as "), \
+        done.stderr
+    assert "row-level security would not confine it" in done.stderr

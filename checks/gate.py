@@ -53,17 +53,35 @@ class GateResult:
     passed: int
     failures: list[dict] = field(default_factory=list)
     output: str = ""
+    skipped: list[dict] = field(default_factory=list)  # {"test": nodeid, "reason": why}
 
     def summary(self) -> str:
-        """Operator-facing text: one line per broken invariant (or the all-green line).
+        """Operator-facing text: one line per broken invariant (or the green line), and what
+        was skipped and why (a skipped check judged nothing: "all passed" would overstate).
 
         Example:
             >>> GateResult(ok=True, passed=26).summary()
             'GATE: all 26 invariant checks passed'
+            >>> print(GateResult(ok=True, passed=24, skipped=[
+            ...     {"test": "checks/test_backups.py::test_a", "reason": "BACKUPS §15: no config"},
+            ...     {"test": "checks/test_backups.py::test_b", "reason": "BACKUPS §15: no config"},
+            ... ]).summary())
+            GATE: 24 invariant checks passed, 2 skipped (not judged)
+              skipped 2: BACKUPS §15: no config
         """
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         if self.ok:
-            return f"GATE: all {self.passed} invariant checks passed"
-        lines = [f"GATE FAILED: {len(self.failures)} check(s) broken, {self.passed} passed"]
+            lines = [f"GATE: {self.passed} invariant checks passed{skipped} (not judged)"
+                     if skipped else f"GATE: all {self.passed} invariant checks passed"]
+        else:
+            lines = [f"GATE FAILED: {len(self.failures)} check(s) broken, {self.passed} "
+                     f"passed{skipped}"]
+        reasons: dict[str, int] = {}
+        for skip in self.skipped:
+            reasons[skip["reason"]] = reasons.get(skip["reason"], 0) + 1
+        lines += [f"  skipped {count}: {reason}" for reason, count in reasons.items()]
+        if self.ok:
+            return "\n".join(lines)
         for failure in self.failures:
             for line in failure["message"].splitlines():
                 line = line.removeprefix("AssertionError: ").removeprefix("Failed: ")
@@ -175,7 +193,7 @@ def run_checks(target: Target, door_port: int, deploy_user: str, mesh_ip: str | 
         data = json.loads(report.read_text())
     failures = data["failures"]
     ok = done.returncode == 0 and not failures
-    return GateResult(ok, data["passed"], failures, output)
+    return GateResult(ok, data["passed"], failures, output, data.get("skipped", []))
 
 
 @operation(is_idempotent=True)

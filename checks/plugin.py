@@ -6,7 +6,11 @@ module as a plugin (`-p checks.plugin`, as the gate and `vos check` do) adds the
   --vos-mesh-ip 100.64.0.2      default: read from the mesh interface on the host
   --vos-extra-users ops,alice   more users allowed to log in besides the deploy user
   --vos-udp-allowed 41641:mesh  comma-separated PORT:REASON for all-interface UDP sockets
-  --vos-report PATH             write {"failures": [...], "passed": N} as JSON
+  --vos-require-backups         a host without the backups role fails the backup checks
+                                (default: they skip; or VOS_CHECK_REQUIRE_BACKUPS=1)
+  --vos-backup-config PATH      the host's backup config (default /etc/vos-backup/config.json;
+                                or VOS_CHECK_BACKUP_CONFIG)
+  --vos-report PATH             write {"failures": [...], "passed": N, "skipped": [...]} as JSON
 
 Example:
     pytest -p checks.plugin checks --hosts=ssh://staging-mesh --ssh-config=… --door-port 443
@@ -55,6 +59,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vos-extra-users", default="", help="more AllowUsers, comma-separated")
     group.addoption("--vos-udp-allowed", default=DEFAULT_UDP_ALLOWED,
                     help="PORT:REASON,… UDP ports allowed on all interfaces")
+    # default None, not False: unset, checks/test_backups.py falls back to the environment
+    group.addoption("--vos-require-backups", action="store_true", default=None,
+                    help="fail (not skip) the backup checks on a host without the backups role")
+    group.addoption("--vos-backup-config", default=None,
+                    help="the host's backup config path (default /etc/vos-backup/config.json)")
     group.addoption("--vos-report", default=None, help="write failures as JSON here")
 
 
@@ -86,12 +95,26 @@ def mesh_ip(host, expect: Expectations) -> str:
     return fields[fields.index("inet") + 1].split("/")[0]
 
 
-_results: dict[str, list] = {"failures": [], "passed": []}
+_results: dict[str, list] = {"failures": [], "passed": [], "skipped": []}
+
+
+def skip_reason(longrepr: object) -> str:
+    """The reason a skipped check gave (pytest keeps it as (path, line, "Skipped: why")).
+
+    Example:
+        >>> skip_reason(("checks/test_backups.py", 70, "Skipped: BACKUPS §15: no config"))
+        'BACKUPS §15: no config'
+    """
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed:
         _results["passed"].append(report.nodeid)
+    elif report.skipped:
+        _results["skipped"].append({"test": report.nodeid,
+                                    "reason": skip_reason(report.longrepr)})
     elif report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
         message = crash.message if crash else str(report.longrepr)
@@ -102,4 +125,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--vos-report")
     if path:
         Path(path).write_text(json.dumps({"failures": _results["failures"],
-                                          "passed": len(_results["passed"])}, indent=2))
+                                          "passed": len(_results["passed"]),
+                                          "skipped": _results["skipped"]}, indent=2))

@@ -1,4 +1,4 @@
-"""Backups (INVARIANTS.md §14, §15): public key only, private files, a fresh backup off-host.
+"""Backups (INVARIANTS.md §13-15): private files, public key only, a fresh backup off-host.
 
 Judged from the host as an outsider: the checks read the host's backup config
 (/etc/vos-backup/config.json, written by the backups role) for WHERE things are, and then
@@ -99,7 +99,7 @@ def test_backup_files_closed_to_others(host, configured):
     with as_root(host):
         loose = host.check_output(command).splitlines()
     assert not loose, (
-        "BACKUPS §14: readable by group or others: " + "; ".join(loose) +
+        "BACKUPS §13: readable by group or others: " + "; ".join(loose) +
         " — chmod them 0600 (files) / 0700 (directories), or re-run deploys/backups.py")
 
 

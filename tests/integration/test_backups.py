@@ -448,7 +448,7 @@ def test_check_fails_on_a_backup_readable_by_others(host, tmp_path):
     result = run_backup(host)
     (Path(host.spool_dir) / dump_name(result.name)).chmod(0o644)
     rc, output = run_backup_checks(host, tmp_path)
-    assert rc == 1 and "BACKUPS §14: readable by group or others: 644" in output, output
+    assert rc == 1 and "BACKUPS §13: readable by group or others: 644" in output, output
 
 
 def test_check_without_backups_role_skips_or_fails_when_required(tmp_path):

@@ -14,7 +14,6 @@ Example:
     ['local']
 """
 
-import re
 from decimal import Decimal
 from typing import Literal
 
@@ -28,41 +27,15 @@ from pydantic import (
     model_validator,
 )
 
+from app.agents.envnames import check_env_name  # noqa: F401 - re-exported for spec.py
 from app.agents.prefix import ToolSpec
 from app.agents.providers import build_provider
 from app.agents.router import Accounting, Deployment, RetryPolicy, Router
 from app.agents.sanitize import PII_PATTERNS, Sanitizer
 from app.agents.tools import BUILTIN_TOOLS, HttpToolConfig, check_schema
 
-# An environment variable NAME; anything else (a pasted key above all) is refused.
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
-# What a key looks like rather than a name: a known key prefix, or a long run of letters and
-# digits with no underscore (names are words joined by `_`; keys are random strings).
-_KEY_LIKE = re.compile(r"^(sk-|sk_|pk-|rk-|xox|ghp_|gho_|glpat-|AKIA|AIza|ya29\.)|"
-                       r"[A-Za-z0-9]{20,}")
-
 # Provider kinds that need no key: a local Ollama, native API or its OpenAI-compatible /v1.
 KEYLESS_PROVIDERS = ("ollama", "ollama-openai")
-
-
-def check_env_name(value: str | None) -> str | None:
-    """`value` if it is an environment variable NAME; ValueError if it looks like a key or is
-    not a name. The message never repeats the value: it may be a real key pasted by mistake.
-
-    Example:
-        >>> check_env_name("ANTHROPIC_API_KEY")
-        'ANTHROPIC_API_KEY'
-    """
-    if value is None:
-        return None
-    if _KEY_LIKE.search(value):
-        raise ValueError("looks like an API key, not the NAME of an environment variable; put "
-                         "the key in the environment and write its variable name here (e.g. "
-                         "ANTHROPIC_API_KEY)")
-    if not _ENV_NAME.match(value):
-        raise ValueError("must be an environment variable name: A-Z, 0-9 and _, not starting "
-                         "with a digit, at most 64 characters")
-    return value
 
 
 def price_provider(kind: str) -> str:

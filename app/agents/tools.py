@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from app.agents.envnames import check_env_name
 from app.agents.prefix import ToolCall, ToolResult, ToolSpec
 from app.agents.sanitize import Sanitizer, SanitizerError
 
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     import uuid
 
     import psycopg
-
-    from app.agents.config import ToolConfig
 
 DELEGATE = ToolSpec(
     "delegate",
@@ -172,11 +171,8 @@ loopback (127.0.0.0/8, ::1) or a private network (10.0.0.0/8, 172.16.0.0/12, 192
 
 
 def _env_name(value: str) -> str:
-    """An environment variable NAME (app.agents.config.check_env_name: a pasted key is
+    """An environment variable NAME (app.agents.envnames.check_env_name: a pasted key is
     refused, and the message never repeats it)."""
-    # Imported here: app.agents.config imports this module (ToolConfig's `http:` block).
-    from app.agents.config import check_env_name
-
     return check_env_name(value)
 
 
@@ -371,7 +367,7 @@ class _Answer:
     error: BaseException | None = None
 
 
-def call_http_tool(tool: HttpToolConfig | ToolConfig, spec: ToolSpec,
+def call_http_tool(tool: HttpToolConfig | Any, spec: ToolSpec,
                    arguments: dict | ToolCall, sanitizer: Sanitizer,
                    environ: Mapping[str, str], *, call_id: str = "") -> ToolResult:
     """Call an HTTP tool: POST `arguments` as JSON to `tool.url`, and return what goes back
@@ -539,7 +535,7 @@ def resolve_delegate_target(conn: psycopg.Connection, caller_agent_id: uuid.UUID
 
 
 def agent_tool_specs(agent_tools: list[str],
-                     declared: Mapping[str, ToolConfig]) -> tuple[ToolSpec, ...]:
+                     declared: Mapping[str, Any]) -> tuple[ToolSpec, ...]:
     """One agent's tools for its prompt: the built-ins it lists and its declared tools,
     sorted by name (the tool list is part of the cached prefix, so it must not depend on
     the order in the file). A name neither built in nor declared is a ValueError: the

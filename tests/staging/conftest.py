@@ -181,12 +181,19 @@ class StagingVm:
                               cwd=REPO_ROOT)
 
 
-def _order(item: pytest.Item) -> int:
+def _order(item: pytest.Item) -> float:
+    """Pristine VM first, then the converged VM, then the tests that change the converged
+    VM for good (`converged_vm_last`: the backups role installs itself there), then the
+    throwaway VMs (booted from the converged snapshot, so that change never reaches them),
+    lifecycle last. One VM runs at a time: switching boots, so each group runs together."""
     if item.get_closest_marker("staging_last"):
         return 3
     names = set(getattr(item, "fixturenames", ()))
     if "fresh_converged_vm" in names:
         return 2
+    last = item.get_closest_marker("converged_vm_last")
+    if last is not None:
+        return 1.5 + (last.args[0] if last.args else 0) / 100
     if "converged_vm" in names:
         return 1
     return 0
@@ -197,6 +204,8 @@ EXTENDED = os.environ.get("VOS_STAGING_EXTENDED") == "1"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "staging_last: run after every other staging test")
+    config.addinivalue_line("markers", "converged_vm_last(rank=0): changes the shared converged "
+                            "VM for good: runs after every other test on it, by rank")
     config.addinivalue_line(
         "markers", "staging_extended: a throwaway VM of its own (~3-15 min each under TCG); "
         "runs only with VOS_STAGING_EXTENDED=1, so the default run fits CI's time budget")

@@ -1,4 +1,4 @@
-"""Backups on the staging VM (issue 8's staging tier): ONE VM boot, from the converged disk.
+"""Backups on the staging VM (issue 8's staging tier), on the shared converged VM, last there.
 
 Around the VM, on the operator's side of the WireGuard mesh, this test stands up:
   - the "managed Postgres": the session's real Postgres, reached by the VM through a small TCP
@@ -18,12 +18,12 @@ naming the checksum.
 The drill runs with PostgreSQL 17 from the cached trixie tree (backups/pgclient.py) when this
 machine's pg_restore is older (Debian 12: 15); with the machine's own it must stop up front.
 
-Cost, measured 2026-11-24 on the 2-core machine with two other VMs running (load ~7):
-one boot from the converged snapshot ~2.5 min + the test body 763 s (of which the role's apt
-of postgresql-client & co under TCG is most) = ~15 min; the converged snapshot (here 2078 s
-for deploys/full.py) is shared with the rest of the staging tier. Building the PostgreSQL 17
-tree, when not cached yet, adds ~150 s (`vos backup pg-client`), usually paid by the
-integration tier first.
+Cost: the test body (~13 min measured 2026-11-24 with other VMs running; most of it the
+role's apt of postgresql-client & co under TCG). It runs on the shared converged VM, after
+every other test there (`converged_vm_last`: the role stays installed), so it boots nothing
+of its own (a throwaway VM cost another ~3 min with the stack starting). Building the
+PostgreSQL 17 tree, when not cached yet, adds ~150 s (`vos backup pg-client`), usually paid by
+the integration tier first.
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def pg_bin_dir() -> str | None:
 
 # Build (or find) the PostgreSQL 17 tree before the session's VM boots: a broken mirror then
 # fails in a minute, not after the converge.
-pytestmark = pytest.mark.usefixtures("pg_bin_dir")
+# the backups role installs itself on the shared converged VM: after every other test there
+# (rank 1: after the host-side mutations, whose whole-gate run must not judge its plants)
+pytestmark = [pytest.mark.usefixtures("pg_bin_dir"), pytest.mark.converged_vm_last(1)]
 
 
 class TcpForwarder:
@@ -179,12 +181,12 @@ def _wait_port(address: str, port: int, timeout: float = 20) -> None:
 
 
 @pytest.fixture
-def operator_side(pg_bin_dir, fresh_converged_vm, fresh_database,
+def operator_side(pg_bin_dir, converged_vm, fresh_database,
                   migrated_db) -> Iterator[dict]:
     """Source database + canary, mesh-reachable Postgres, sshd target, operator key pair."""
     if not Path("/usr/sbin/sshd").exists():
         pytest.fail("the backups staging test needs openssh-server (scripts/bootstrap.sh)")
-    mesh = fresh_converged_vm.lab.state.layout.operator_mesh
+    mesh = converged_vm.lab.state.layout.operator_mesh
     canary = f"STAGING-CANARY-{secrets.token_hex(6)}"
     dsn = fresh_database()
     migrate(dsn, app_password=migrated_db.app_password, log=lambda _m: None)
@@ -204,7 +206,7 @@ def operator_side(pg_bin_dir, fresh_converged_vm, fresh_database,
         public_file = workdir / "operator.pub.asc"
         public_file.write_text(ring.gpg.export_keys(fingerprint))
         yield {
-            "vm": fresh_converged_vm, "canary": canary, "source_dsn": dsn, "target": target,
+            "vm": converged_vm, "canary": canary, "source_dsn": dsn, "target": target,
             "vm_dsn": make_conninfo(dsn, host=mesh, port=forwarder.port),
             "operator_home": operator_home, "fingerprint": fingerprint,
             "public_file": public_file, "workdir": workdir, "mesh": mesh,

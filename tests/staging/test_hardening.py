@@ -23,6 +23,7 @@ import pytest
 from conftest import FULL_DEPLOY, pyinfra_output
 
 from checks.gate import Target, run_checks
+from staging.state import REPO_ROOT
 
 DOOR = 443
 DOOR_STANDIN = "vos-door-standin"
@@ -101,12 +102,24 @@ def test_converged_host_passes_every_check(converged_vm):
     assert_gate_green(converged_vm)
 
 
+def operator_scan(vm) -> list[int]:
+    """`vos staging scan --json`: the operator's own outside scan (nmap from the public
+    namespace, every TCP port), as a list of open ports."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "staging", "scan", "--json",
+         "--state-dir", str(vm.state_dir)],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_outside_scan_sees_exactly_the_door(converged_vm):
-    """From the public namespace: nothing open but the door. Without a stack in the
-    inventory nothing listens there: then a stand-in listener takes the door's place."""
+    """From the public namespace, through the operator's `vos staging scan --json`: nothing
+    open but the door. Without a stack in the inventory nothing listens there: then a
+    stand-in listener takes the door's place."""
     door = converged_vm.ssh("sudo docker ps -q --filter name=vos-door", check=False)
     if door.stdout.strip():
-        assert converged_vm.scan() == [DOOR]
+        assert operator_scan(converged_vm) == [DOOR]
         return
     assert converged_vm.scan() == [], "ports open on the public address without any door"
     with door_standin(converged_vm):
@@ -138,15 +151,18 @@ def test_ssh_audit_hardened_ubuntu_2404_policy(converged_vm):
     assert result.returncode == 0, f"{names[-1]} failed:\n{result.stdout[-3000:]}"
 
 
-# ------------------------------------------------------------- mutations (throwaway VMs)
+# ------------------------------------------------------------- mutations
 
 
-def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
+@pytest.mark.converged_vm_last(0)
+def test_mutations_host_side_each_fail_the_gate(converged_vm):
     """Listener on 0.0.0.0:9999, `ufw allow 5432`, PasswordAuthentication yes,
     PermitRootLogin yes, fail2ban stopped: each fails the gate (the family it breaks) naming
-    the cause, and is restored before the next; then the whole gate is green again. Last, on
-    the same throwaway VM: repeated bad SSH logins from a namespace address get it banned."""
-    vm = fresh_converged_vm
+    the cause, and is restored before the next; then the whole gate is green again. Last:
+    repeated bad SSH logins from a namespace address get it banned (that re-opens public SSH
+    on purpose, so this runs on the shared converged VM after every test but the backups
+    one, which needs only the mesh: no VM boot of its own)."""
+    vm = converged_vm
 
     vm.ssh("sudo systemd-run --unit vos-mutation-9999 python3 -m http.server 9999 "
            "--bind 0.0.0.0")
@@ -177,8 +193,13 @@ def test_mutations_host_side_each_fail_the_gate(fresh_converged_vm):
     # every mutation restored: the whole gate is green again
     assert_gate_green(vm)
 
-    # last, on the same throwaway VM (it re-opens public SSH on purpose): a real ban
-    fail2ban_bans_repeated_bad_logins(vm)
+    # last (it re-opens public SSH on purpose): a real ban; then public SSH closed again, as
+    # the backups test shares this VM
+    try:
+        fail2ban_bans_repeated_bad_logins(vm)
+    finally:
+        vm.ssh("sudo rm -f /etc/ssh/sshd_config.d/11-test-public.conf && sudo sshd -t && "
+               "sudo systemctl reload ssh && sudo ufw delete allow 22/tcp", check=False)
 
 
 # No registry here: an image of nothing but merged-/usr symlinks, run with the host's /usr

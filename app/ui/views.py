@@ -384,11 +384,6 @@ def inbox_count(pool: ConnectionPool, tenant_id: uuid.UUID) -> int:
         return int(repo.inbox_count(conn))
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = str(value or "")
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def describe_event(event: dict) -> str:
     """One line for a timeline event: the feed's wording (`app.ui.feed.describe`).
 

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.agents.envnames import check_env_name  # noqa: F401 - re-exported for spec.py
+from app.agents.envnames import check_env_name, key_from_env  # noqa: F401 - check_env_name: re-exported for spec.py
 from app.agents.prefix import ToolSpec
 from app.agents.providers import build_provider
 from app.agents.router import Accounting, Deployment, RetryPolicy, Router
@@ -196,13 +196,8 @@ def build_router(config: WorkforceConfig, accounting: Accounting,
     sanitizer = Sanitizer(pii=tuple(config.pii))
     deployments = []
     for d in config.deployments:
-        key = ""
-        if d.api_key_env:
-            key = environ.get(d.api_key_env, "")
-            if not key:
-                raise ValueError(f"deployment {d.name!r} needs its API key: set the "
-                                 f"environment variable {d.api_key_env}")
-        elif d.provider not in KEYLESS_PROVIDERS:
+        key = key_from_env(environ, d.api_key_env, f"deployment {d.name!r}")
+        if not d.api_key_env and d.provider not in KEYLESS_PROVIDERS:
             raise ValueError(f"deployment {d.name!r} ({d.provider}) has no api_key_env; name "
                              "the environment variable that holds its key")
         provider = build_provider(d.provider, str(d.base_url).rstrip("/"), key,

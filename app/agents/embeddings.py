@@ -156,14 +156,10 @@ def build_retrieval_embedder(config, environ: Mapping[str, str], *,
     """
     if config is None:
         return default_embedder()
+    from app.agents.envnames import key_from_env
     from app.agents.providers import build_embedder
 
-    key = ""
-    if config.api_key_env:
-        key = environ.get(config.api_key_env, "")
-        if not key:
-            raise ValueError(f"embedding ({config.provider}) needs its API key: set the "
-                             f"environment variable {config.api_key_env}")
+    key = key_from_env(environ, config.api_key_env, f"embedding ({config.provider})")
     inner = build_embedder(config.provider, str(config.base_url).rstrip("/"), config.model,
                            key, timeout=timeout, sanitizer=sanitizer)
     return ProviderEmbedder(inner, config.provider)

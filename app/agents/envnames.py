@@ -9,6 +9,7 @@ Example:
 """
 
 import re
+from collections.abc import Mapping
 
 # An environment variable NAME; anything else (a pasted key above all) is refused.
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
@@ -36,3 +37,21 @@ def check_env_name(value: str | None) -> str | None:
         raise ValueError("must be an environment variable name: A-Z, 0-9 and _, not starting "
                          "with a digit, at most 64 characters")
     return value
+
+
+def key_from_env(environ: Mapping[str, str], name: str | None, what: str) -> str:
+    """The secret held by the variable `name` ("" when no name is configured); a name that
+    is set in the config but not in the environment is a ValueError saying what to set.
+
+    Example:
+        >>> key_from_env({"OAI": "k"}, "OAI", "deployment 'gpt'")
+        'k'
+        >>> key_from_env({}, None, "embedding (ollama)")
+        ''
+    """
+    if not name:
+        return ""
+    key = environ.get(name, "")
+    if not key:
+        raise ValueError(f"{what} needs its API key: set the environment variable {name}")
+    return key

@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.bootstrapped: pyproject.toml scripts/bootstrap.sh
+$(VENV)/.bootstrapped: pyproject.toml app/pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
 bootstrap: $(VENV)/.bootstrapped ## install system packages and the venv

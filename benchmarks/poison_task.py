@@ -44,7 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.agents.config import WorkforceConfig, build_router  # noqa: E402
-from app.agents.fakes import start_fake_fleet  # noqa: E402
 from app.agents.ledger import PostgresAccounting, seed_prices  # noqa: E402
 from app.agents.workforce import Workforce  # noqa: E402
 from app.db import migrate, open_pool, tenant_transaction  # noqa: E402
@@ -52,6 +51,7 @@ from app.db.embedded import EmbeddedPostgres  # noqa: E402
 from app.dispatch.policy import WorkerPolicy  # noqa: E402
 from app.dispatch.tasks import create_task  # noqa: E402
 from app.dispatch.worker import Worker  # noqa: E402
+from devtools.fakes import start_fake_fleet  # noqa: E402
 
 KEY = "sk-bench-poison-0000000000000000000000"
 

@@ -43,7 +43,6 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.agents.fakes import start_fake_fleet  # noqa: E402
 from app.agents.ledger import seed_prices  # noqa: E402
 from app.agents.prefix import PromptParts, ToolSpec  # noqa: E402
 from app.agents.prices import (  # noqa: E402
@@ -65,6 +64,7 @@ from app.agents.router import (  # noqa: E402
 )
 from app.db import migrate, open_pool, tenant_transaction  # noqa: E402
 from app.db.embedded import EmbeddedPostgres  # noqa: E402
+from devtools.fakes import start_fake_fleet  # noqa: E402
 
 SEED = 20261124
 SERVICES = [
@@ -303,7 +303,7 @@ def report(results, prices: PriceBook, targets) -> None:
         print(f"{provider:<10} {'ratio':<10} {'':>5} {ratio:>19.1f}x {'':>12} {'':>12} "
               f"{cost_ratio:>11.1f}x")
     print("\nGoal: optimised <= 2000 billable-equivalent input tokens per call at recall >= "
-          "0.95. Tokens are the fake's word-piece counts (see app/agents/fakes.py).")
+          "0.95. Tokens are the fake's word-piece counts (see devtools/fakes.py).")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 echo "==> [bootstrap] installing Python packages into .venv"
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+# Two distributions: the app (./app, what the image ships) and the toolkit (`vos`, this
+# directory), which depends on it. One command, so pip takes agent-vos-app from ./app and
+# never looks for that name on an index.
+.venv/bin/pip install -q -e ./app -e '.[test]'
 touch .venv/.bootstrapped
 echo "==> [bootstrap] done"

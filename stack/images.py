@@ -27,6 +27,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "images" / "Dockerfile"
+SLIM_ROOTFS = REPO_ROOT / "images" / "slim_rootfs.py"  # the final stage's tree
 DEFAULT_REPOSITORY = "agent-vos"
 LOCAL_BASE = "vos-base:trixie"
 BASE_PACKAGES = ["python3", "python3-venv", "ca-certificates"]
@@ -108,10 +109,10 @@ def base_python_version(base_image: str) -> str:
     return out.strip()
 
 
-# What goes into the image: the wheel's packages (pyproject's packages.find), the CLI entry,
-# the build recipe. Commits touching only tests, docs or deploys do not change the image.
-SHIPPED_PATHS = ["app", "staging", "roles", "backups", "checks", "stack", "cli.py",
-                 "pyproject.toml", "images"]
+# What goes into the image: the app's distribution (app/, with its own pyproject.toml) and
+# the build recipe. Commits touching only the toolkit, tests, docs or deploys reuse the image.
+APP_PROJECT = REPO_ROOT / "app"
+SHIPPED_PATHS = ["app", "images"]
 
 
 def source_revision(repo: Path = REPO_ROOT) -> str:
@@ -134,17 +135,24 @@ def source_revision(repo: Path = REPO_ROOT) -> str:
 
 def prepare_wheelhouse(directory: Path, python_version: str, repo: Path = REPO_ROOT,
                        say: Callable[[str], None] = _say) -> None:
-    """The app's wheel plus binary wheels of every dependency for `python_version`."""
+    """The app's wheel (app/pyproject.toml: the app alone, not the toolkit) plus binary
+    wheels of every dependency for `python_version`."""
     directory.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]
-    say(f"wheelhouse: the app's wheel (from {repo})")
-    _run([*pip, "wheel", "-q", "--no-deps", "-w", str(directory), str(repo)],
-         "pip wheel (the app)", timeout=600)
+    project = repo / APP_PROJECT.relative_to(REPO_ROOT)
+    say(f"wheelhouse: the app's wheel (from {project})")
+    with tempfile.TemporaryDirectory(prefix="vos-app-src-") as scratch:
+        # built from a copy: setuptools leaves build/ in the project, which is the package
+        source = Path(scratch) / "app"
+        shutil.copytree(project, source, ignore=shutil.ignore_patterns(
+            "build", "*.egg-info", "__pycache__", "*.pyc"))
+        _run([*pip, "wheel", "-q", "--no-deps", "-w", str(directory), str(source)],
+             "pip wheel (the app)", timeout=600)
     say(f"wheelhouse: dependencies for CPython {python_version}")
     platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
     _run([*pip, "download", "-q", "--dest", str(directory), "--only-binary=:all:",
           "--python-version", python_version, "--implementation", "cp", *platforms,
-          *(str(wheel) for wheel in directory.glob("agent_vos-*.whl"))],
+          *(str(wheel) for wheel in directory.glob("agent_vos_app-*.whl"))],
          "pip download (dependencies)", timeout=900)
 
 
@@ -161,6 +169,7 @@ def build_image(base_image: str, repository: str = "agent-vos", tag: str | None 
         context = Path(scratch)
         prepare_wheelhouse(context / "wheels", version, say=say)
         shutil.copy(DOCKERFILE, context / "Dockerfile")
+        shutil.copy(SLIM_ROOTFS, context / SLIM_ROOTFS.name)
         say(f"build: {reference} FROM {base_image} (no network)")
         _run(["docker", "build", "--network", "none", "--build-arg",
               f"BASE_IMAGE={base_image}", "-t", reference, str(context)],

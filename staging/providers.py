@@ -1,7 +1,7 @@
 """The model providers the staging VM's worker reaches: the seed's diagram, with fakes.
 
 The seed draws a desktop with local inference (Ollama) on the operator's side of the mesh and
-cloud providers on the internet. In staging both are the fakes of `app.agents.fakes` (they
+cloud providers on the internet. In staging both are the fakes of `devtools.fakes` (they
 speak each wire format; nothing real can be reached from here):
 
 - desktop: a fake Ollama (native `/api/chat`) bound to the operator's MESH address
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from app.agents.fakes import FakeProviderServer
+from devtools.fakes import FakeProviderServer
 from staging.state import SlotLayout
 
 TENANT = "staging"  # the tenant the lab's door source feeds and the worker serves

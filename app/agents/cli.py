@@ -1,7 +1,6 @@
-"""`vos fake-providers` and `vos agents …`: the workforce's commands (thin; work is in app/agents).
+"""`vos agents …`: the workforce's commands (thin; work is in app/agents).
 
 Example:
-    vos fake-providers --base-port 18000 --script anthropic=429:2,529
     vos agents apply examples/agents.yaml --tenant acme --dry-run
     vos agents sanitize < runbook.md
 """
@@ -20,48 +19,6 @@ from app.clihelpers import load_settings
 agents_app = typer.Typer(help="The agent workforce: agents as code (apply, list, show), work "
                               "tasks, sanitizer, price table.",
                          no_args_is_help=True)
-
-
-def fake_providers(
-    base_port: Annotated[int, typer.Option(
-        help="first port (anthropic; openai, openrouter and ollama follow); 0 = free ports",
-        min=0, max=65530)] = 0,
-    api_key: Annotated[str, typer.Option(help="the key the fakes accept (not a real key)")] =
-        "fake-key",
-    script: Annotated[list[str] | None, typer.Option(
-        help="queue failures: NAME=SPEC[,SPEC…], SPEC is 429[:secs], 500, 503, 529, 401, "
-             "400 or context; repeatable")] = None,
-    duration: Annotated[float, typer.Option(
-        help="stop after this many seconds (0 = until Ctrl-C)", min=0)] = 0,
-) -> None:
-    """Serve fake Anthropic, OpenAI, OpenRouter and Ollama APIs on 127.0.0.1.
-
-    They speak each wire format (JSON and streaming), report usage with cache fields computed
-    from the prefixes they have seen, and fail on demand. Point the SDKs' base_url at them.
-    """
-    from app.agents.fakes import start_fake_fleet
-
-    fleet = start_fake_fleet(api_key=api_key, base_port=base_port)
-    try:
-        for entry in script or []:
-            name, _, specs = entry.partition("=")
-            if name not in fleet or not specs:
-                raise typer.BadParameter(
-                    f"--script {entry!r}: use NAME=SPEC[,SPEC…] with NAME one of {sorted(fleet)}")
-            fleet[name].script(*specs.split(","))
-        for name, server in fleet.items():
-            typer.echo(f"{name:<11} {server.wire:<10} base_url={server.base_url}")
-        typer.echo(f"api key: {api_key!r}. Ctrl-C stops." if not duration
-                   else f"api key: {api_key!r}. Stopping after {duration:g}s.")
-        deadline = time.monotonic() + duration if duration else None
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for server in fleet.values():
-            server.stop()
-        typer.echo("fake providers stopped")
 
 
 @agents_app.command("sanitize")
@@ -336,7 +293,6 @@ def until_database_answers(step, limit_seconds: float = 300.0):
         tenant_id = until_database_answers(lambda: _tenant_or_exit(dsn, "acme"))
     """
     import logging
-    import time
 
     import psycopg
 
@@ -408,6 +364,5 @@ def prices() -> None:
 
 
 def register(cli: typer.Typer) -> None:
-    """Attach `vos fake-providers` and `vos agents …` to the top-level CLI."""
-    cli.command("fake-providers")(fake_providers)
+    """Attach `vos agents …` to the top-level CLI."""
     cli.add_typer(agents_app, name="agents")

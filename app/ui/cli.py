@@ -1,23 +1,20 @@
-"""`vos dev` and `vos operator …`: the Command Center's commands (thin; work is in app/ui).
+"""`vos operator …`: the Command Center's operator tokens (thin; work is in app/ui).
+(`vos dev`, the whole app on loopback with demo data, is the toolkit's: devtools/cli.py.)
 
 Example:
-    vos dev                                   # whole app on 127.0.0.1:8080, prints the URL
     DATABASE_URL=postgresql://owner@db/vos vos operator create acme --name ada
 """
 
 from __future__ import annotations
 
-import ipaddress
-import signal
 from typing import Annotated
 
 import typer
 
-from app.clihelpers import load_settings, owner_dsn_or_exit
+from app.clihelpers import owner_dsn_or_exit
 
 operator_app = typer.Typer(help="Command Center operator tokens (owner operations).",
                            no_args_is_help=True)
-LOOPBACK_NAMES = {"localhost"}
 
 
 def _owner_conn():
@@ -73,54 +70,7 @@ def operator_revoke(
     typer.echo(f"revoked {count} token(s) of {name} in {tenant}")
 
 
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def dev(
-    host: Annotated[str, typer.Option(help="loopback address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port", min=1, max=65535)] = 8080,
-    tenant: Annotated[str, typer.Option(help="slug of the demo tenant")] = "demo",
-    app_password_env: Annotated[str, typer.Option(
-        help="with DATABASE_URL: variable holding the vos_app password to set")] =
-        "VOS_APP_PASSWORD",
-) -> None:
-    """Run the whole app on loopback: Postgres (embedded unless DATABASE_URL names an owner
-    role), the fake providers, an agent worker, demo data; prints the Command Center URL."""
-    from app.ui.devserver import DevStack
-
-    if not _is_loopback(host):
-        typer.echo(f"error: vos dev serves loopback only (got {host}); the Command Center "
-                   "is reached over the mesh in production (vos api serve --host MESH_IP)",
-                   err=True)
-        raise typer.Exit(2)
-    stack = DevStack(load_settings(), tenant, app_password_env, say=typer.echo)
-    # SIGTERM (a service manager, `timeout`, `kill`) stops everything like Ctrl-C, also while
-    # starting: the embedded Postgres must never outlive `vos dev`
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        stack.start()
-        stack.serve(host, port)
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:  # each part's error says what it was; the CLI adds what to do
-        typer.echo(f"error: vos dev could not start: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        stack.stop()
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def register(cli: typer.Typer) -> None:
-    """Attach `vos dev` and `vos operator …` to the top-level CLI."""
-    cli.command("dev")(dev)
+    """Attach `vos operator …` to the top-level CLI."""
     cli.add_typer(operator_app, name="operator")
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.agents.fakes import start_fake_fleet
 from app.agents.ledger import seed_prices
 from app.db import open_pool, tenant_transaction
 from app.db.embedded import free_port
 from app.dispatch import tasks as repo
 from app.dispatch.api import create_api_app
 from app.ui.auth import create_operator
-from app.ui.dev import demo_workforce, seed_demo
+from devtools.demo import demo_workforce, seed_demo
+from devtools.fakes import start_fake_fleet
 from tests.browser.server import ServerThread
 
 CHROMIUM = os.environ.get("VOS_CHROMIUM", "/usr/bin/chromium")

@@ -238,8 +238,8 @@ def test_the_reference_example_applies_cleanly(app_pool, make_tenant):
 
 
 def test_the_worker_reads_the_same_yaml_file(app_pool, app_dsn, make_tenant, tmp_path):
-    from app.agents.fakes import start_fake_fleet
     from app.dispatch.tasks import create_task
+    from devtools.fakes import start_fake_fleet
 
     fleet = start_fake_fleet(api_key="fake-key")
     try:

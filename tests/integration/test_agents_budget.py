@@ -9,13 +9,13 @@ import pytest
 
 from app.agents import budgets
 from app.agents.budgets import worst_case_cost, worst_case_usage
-from app.agents.fakes import FakeProviderServer
 from app.agents.ledger import PostgresAccounting, seed_prices
 from app.agents.prefix import PromptParts
 from app.agents.prices import DEFAULT_PRICES, PriceBook
 from app.agents.providers import build_provider
 from app.agents.router import BudgetExceeded, CallContext, Deployment, RetryPolicy, Router
 from app.db import open_pool, tenant_transaction
+from devtools.fakes import FakeProviderServer
 
 PARTS = PromptParts(system="You are the ops agent. " * 40, persona="Careful.",
                     task="Summarise the open incidents.")

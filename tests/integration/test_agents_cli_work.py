@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.agents.fakes import start_fake_fleet
 from app.agents.prices import DEFAULT_PRICES
 from app.db import tenant_transaction
 from app.dispatch.tasks import create_agent, create_task
 from cli import cli
+from devtools.fakes import start_fake_fleet
 
 runner = CliRunner()
 

@@ -12,12 +12,12 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from app.agents.fakes import start_fake_fleet
 from app.agents.ledger import PostgresAccounting, cost_summary, seed_prices
 from app.agents.prefix import PromptParts
 from app.agents.providers import build_provider
 from app.agents.router import CallContext, Deployment, RetryPolicy, Router
 from app.db import tenant_transaction
+from devtools.fakes import start_fake_fleet
 
 PARTS = PromptParts(system=" ".join(["alpha"] * 1500), persona=" ".join(["beta"] * 100),
                     task=" ".join(["gamma"] * 50))

@@ -7,13 +7,13 @@ from decimal import Decimal
 import pytest
 
 from app.agents.config import WorkforceConfig, build_router
-from app.agents.fakes import start_fake_fleet
 from app.agents.ledger import PostgresAccounting, seed_prices
 from app.agents.retrieval import add_document
 from app.agents.workforce import Workforce
 from app.db import tenant_transaction
 from app.dispatch.tasks import create_agent, create_task
 from app.dispatch.worker import Worker
+from devtools.fakes import start_fake_fleet
 
 FILLER = " Changes go through review and the operator signs them off." * 8
 RUNBOOK = ("The door service terminates TLS on port 443." + FILLER + "\n\n"

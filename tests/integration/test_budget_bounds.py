@@ -15,7 +15,6 @@ import psycopg
 import pytest
 
 from app.agents import budgets
-from app.agents.fakes import FakeProviderServer
 from app.agents.ledger import PostgresAccounting, seed_prices
 from app.agents.prefix import PromptParts
 from app.agents.prices import DEFAULT_PRICES, PriceBook
@@ -23,6 +22,7 @@ from app.agents.providers import build_provider
 from app.agents.router import BudgetExceeded, CallContext, Deployment, RetryPolicy, Router
 from app.agents.sanitize import Sanitizer
 from app.db import open_pool, tenant_transaction
+from devtools.fakes import FakeProviderServer
 
 MAX_OUTPUT = 64
 PRICE = PriceBook(DEFAULT_PRICES).price_at("openai", "gpt-4.1")

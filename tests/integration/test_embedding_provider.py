@@ -18,13 +18,13 @@ from app.agents.embeddings import (
     build_retrieval_embedder,
     default_embedder,
 )
-from app.agents.fakes import FakeProviderServer, start_fake_fleet
 from app.agents.providers import build_embedder
 from app.agents.retrieval import add_document, embed_text, retrieve
 from app.agents.spec import EmbeddingConfig
 from app.db import tenant_transaction
 from app.dispatch.tasks import create_agent, create_task
 from cli import cli
+from devtools.fakes import FakeProviderServer, start_fake_fleet
 
 runner = CliRunner()
 OPENAI_KEY = "sk-emb-test-00000000000000000000"

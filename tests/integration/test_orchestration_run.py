@@ -14,13 +14,13 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from app.agents.config import WorkforceConfig, build_router
-from app.agents.fakes import FakeReply, demo_responder, start_fake_fleet
 from app.agents.ledger import PostgresAccounting, seed_prices
 from app.agents.retrieval import add_document
 from app.agents.run import AgentRunner, Breakers
 from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.worker import Worker
+from devtools.fakes import FakeReply, demo_responder, start_fake_fleet
 
 KEY = "sk-test-fake-0000000000000000000000"
 ENV = {"FAKE_KEY": KEY}

@@ -1,7 +1,7 @@
 """The whole secrets corpus goes through the real Router and SDKs to all four providers' fakes,
 and no secret value reaches any of their wires; a failing detector sends nothing at all.
 
-The fakes (`app.agents.fakes.start_fake_fleet`) are real HTTP servers on 127.0.0.1 that record every
+The fakes (`devtools.fakes.start_fake_fleet`) are real HTTP servers on 127.0.0.1 that record every
 request they receive (`fleet[name].received`), so the assertion is on the bytes the SDKs put
 on the wire, not on what our code meant to send.
 """
@@ -11,12 +11,12 @@ import json
 import pytest
 from detect_secrets.plugins.base import BasePlugin
 
-from app.agents.fakes import start_fake_fleet
 from app.agents.prefix import PromptParts, ToolSpec
 from app.agents.prices import DEFAULT_PRICES, PriceBook
 from app.agents.providers import build_provider
 from app.agents.router import CallContext, Deployment, RecordingAccounting, Router
 from app.agents.sanitize import Redaction, Sanitizer, SanitizerError, default_plugins
+from devtools.fakes import start_fake_fleet
 from tests.unit.secrets_corpus import PII, SECRETS
 
 PROVIDERS = ("anthropic", "openai", "openrouter", "ollama")

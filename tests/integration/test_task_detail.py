@@ -18,7 +18,6 @@ import psycopg
 import pytest
 
 from app.agents.config import WorkforceConfig, build_router
-from app.agents.fakes import start_fake_fleet
 from app.agents.ledger import PostgresAccounting, seed_prices
 from app.agents.retrieval import add_document
 from app.agents.workforce import Workforce
@@ -26,6 +25,7 @@ from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.worker import Worker
 from app.ui import auth
+from devtools.fakes import start_fake_fleet
 from tests.browser.server import serving_api
 
 RUNBOOK = ("WireGuard keys rotate every ninety days; the rotation owner is Priya. "

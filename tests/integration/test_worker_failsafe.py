@@ -17,13 +17,13 @@ import psycopg
 import pytest
 
 from app.agents.config import WorkforceConfig, build_router
-from app.agents.fakes import start_fake_fleet
 from app.agents.ledger import PostgresAccounting, seed_prices
 from app.agents.workforce import Workforce
 from app.db import tenant_transaction
 from app.dispatch.policy import WorkerPolicy
 from app.dispatch.tasks import InvalidTransition, create_task, retry_task
 from app.dispatch.worker import Worker, claim_next
+from devtools.fakes import start_fake_fleet
 
 KEY = "sk-test-failsafe-00000000000000000000"
 

@@ -7,9 +7,9 @@ import anthropic
 import openai
 import pytest
 
-from app.agents.fakes import FakeProviderServer, ScriptedFailure
 from app.agents.prefix import PromptParts, anthropic_request
 from app.agents.providers import ProviderError, build_provider
+from devtools.fakes import FakeProviderServer, ScriptedFailure
 
 
 @pytest.fixture(scope="module")

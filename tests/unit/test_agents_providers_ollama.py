@@ -9,7 +9,6 @@ import json
 import httpx
 import pytest
 
-from app.agents.fakes import EMBED_DIMENSIONS, FakeProviderServer, fake_embedding
 from app.agents.prefix import PromptParts, ToolSpec
 from app.agents.prices import DEFAULT_PRICES, PriceBook
 from app.agents.providers import (
@@ -22,6 +21,7 @@ from app.agents.providers import (
 )
 from app.agents.router import CallContext, Deployment, RecordingAccounting, RetryPolicy, Router
 from app.agents.sanitize import Sanitizer
+from devtools.fakes import EMBED_DIMENSIONS, FakeProviderServer, fake_embedding
 
 PARTS = PromptParts(system="You are the Agent VOS.", persona="You keep ports shut.",
                     tools=(ToolSpec("lookup", "Look a host up", {"type": "object"}),),

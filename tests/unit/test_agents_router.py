@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from app.agents.fakes import FakeProviderServer
 from app.agents.prefix import PromptParts
 from app.agents.prices import DEFAULT_PRICES, PriceBook
 from app.agents.providers import build_provider
@@ -23,6 +22,7 @@ from app.agents.router import (
     RetryPolicy,
     Router,
 )
+from devtools.fakes import FakeProviderServer
 
 PARTS = PromptParts(system="You are the Agent VOS ops team.", persona="You keep ports shut.",
                     task="Check that only port 443 is open on the door host.")

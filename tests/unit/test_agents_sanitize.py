@@ -2,12 +2,12 @@
 
 import pytest
 
-from app.agents.fakes import start_fake_fleet
 from app.agents.prefix import PromptParts, ToolSpec
 from app.agents.prices import DEFAULT_PRICES, PriceBook
 from app.agents.providers import build_provider
 from app.agents.router import CallContext, Deployment, RecordingAccounting, Router
 from app.agents.sanitize import Sanitizer
+from devtools.fakes import start_fake_fleet
 
 PLANTED = {
     "anthropic_key": "sk-ant-api03-Zq8vN2kLmP4rT7wXyB1cD3eF5gH6jK9",

@@ -12,13 +12,6 @@ import json
 import httpx
 import pytest
 
-from app.agents.fakes import (
-    FakeConversation,
-    FakeProviderServer,
-    FakeReply,
-    demo_responder,
-    start_fake_fleet,
-)
 from app.agents.prefix import (
     PromptParts,
     ToolCall,
@@ -35,6 +28,13 @@ from app.agents.providers import (
     parse_arguments,
 )
 from app.agents.sanitize import Sanitizer
+from devtools.fakes import (
+    FakeConversation,
+    FakeProviderServer,
+    FakeReply,
+    demo_responder,
+    start_fake_fleet,
+)
 
 # kind -> (fake server, model, the path the kind's requests arrive on)
 KINDS = {

@@ -26,7 +26,7 @@ import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLKIT = {"pyinfra", "testinfra", "gnupg", "docker", "staging", "roles", "backups", "checks",
-           "stack", "deploys", "inventory"}
+           "stack", "deploys", "inventory", "devtools", "cli"}
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
 
 DOOR_PROBE = f"""
@@ -57,7 +57,7 @@ def imported_by(code: str) -> set[str]:
 
 
 def toolkit_in(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if m.split(".")[0] in TOOLKIT)
+    return sorted(m for m in modules if m.split(".")[0] in TOOLKIT - {"cli"})
 
 
 def test_the_door_loads_none_of_the_toolkit():
@@ -75,6 +75,47 @@ def test_vos_door_serve_help_via_the_console_script_loads_none_of_the_toolkit():
                           "    pass\n")
     assert "app.cli" in modules
     assert toolkit_in(modules) == []
+
+
+def test_vos_app_door_serve_the_containers_entry_point_loads_only_the_app():
+    """`vos-app` (app/entry.py) is what the image runs: no toolkit module, not even `cli`."""
+    modules = imported_by("import sys\nsys.argv = ['vos-app', 'door', 'serve', '--help']\n"
+                          "from app.entry import main\ntry:\n    main()\nexcept SystemExit:\n"
+                          "    pass\n")
+    assert {"app.entry", "app.cli"} <= modules
+    assert sorted(m for m in modules if m.split(".")[0] in TOOLKIT) == []
+
+
+def test_no_app_module_imports_the_toolkit():
+    """The app is its own distribution (app/pyproject.toml) and the image ships it alone: an
+    import of the toolkit anywhere in app/, even deferred inside a function, would fail there."""
+    offenders = []
+    for path in sorted((REPO / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     and node.level == 0 else [])
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {name}" for name in names
+                          if name.split(".")[0] in TOOLKIT]
+    assert offenders == []
+
+
+def test_the_app_distribution_lists_every_app_package():
+    """app/pyproject.toml names its packages (the project directory is the package): a new
+    sub-package missing from the list would be left out of the image."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "app" / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(("app", *path.parent.relative_to(REPO / "app").parts))
+               for path in (REPO / "app").rglob("__init__.py")}
+    assert listed == on_disk
+
+
+def test_every_app_command_is_in_the_toolkit_cli_too():
+    from app.entry import APP_COMMANDS
+
+    assert {name: cli.COMMANDS[name] for name in APP_COMMANDS} == APP_COMMANDS
 
 
 def test_every_command_is_listed_and_registered_by_the_module_named_for_it():

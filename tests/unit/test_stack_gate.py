@@ -69,7 +69,7 @@ def test_the_worker_serves_the_tenant_with_its_agents_file_read_only():
     services = rendered()["services"]
     worker, apply = services["worker"], services["agents"]
     assert worker["deploy"] == {"replicas": 2}
-    assert worker["command"][:5] == ["vos", "agents", "work", "--tenant", "acme"]
+    assert worker["command"][:5] == ["vos-app", "agents", "work", "--tenant", "acme"]
     mount = "/etc/vos-stack/agents/0123456789abcdef.yaml:/run/vos/agents.yaml:ro"
     assert worker["volumes"] == [mount] and apply["volumes"] == [mount]
     # provider keys reach the worker alone: the API and the door never read worker.env

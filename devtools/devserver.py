@@ -91,9 +91,9 @@ class DevStack:
         return tenant_id, token
 
     def _start_fakes_and_app(self, app_dsn: str) -> None:
-        from app.agents.fakes import start_fake_fleet
         from app.dispatch.api import create_api_app
-        from app.ui.dev import demo_workforce, orchestrated, run_dev_worker, seed_demo
+        from devtools.demo import demo_workforce, orchestrated, run_dev_worker, seed_demo
+        from devtools.fakes import start_fake_fleet
 
         self.say("step 3/5: fake providers (Anthropic, OpenAI, OpenRouter, Ollama wire formats)")
         self.fleet = start_fake_fleet()

@@ -32,7 +32,6 @@ from psycopg_pool import ConnectionPool
 
 from app.agents.apply import apply_agents_file
 from app.agents.config import build_router
-from app.agents.fakes import FakeProviderServer, demo_responder
 from app.agents.ledger import PostgresAccounting
 from app.agents.router import Router
 from app.agents.run import breakers_of
@@ -41,6 +40,7 @@ from app.agents.workforce import Workforce
 from app.db import tenant_transaction
 from app.dispatch import tasks as repo
 from app.dispatch.status import Status
+from devtools.fakes import FakeProviderServer, demo_responder
 
 DEMO_AGENTS_FILE = Path(__file__).resolve().parents[2] / "examples" / "agents.yaml"
 
@@ -94,7 +94,7 @@ def demo_spec(fleet: dict[str, FakeProviderServer],
 def demo_router(fleet: dict[str, FakeProviderServer], pool: ConnectionPool,
                 api_key: str = "fake-key") -> Router:
     """The router `vos agents work` would build from the demo file, over the fake fleet
-    (`app.agents.fakes.start_fake_fleet`), ledger in Postgres."""
+    (`devtools.fakes.start_fake_fleet`), ledger in Postgres."""
     spec = demo_spec(fleet)
     environ = {d.api_key_env: api_key for d in spec.deployments if d.api_key_env}
     return build_router(spec, PostgresAccounting(pool), environ)

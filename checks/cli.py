@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 from typing import Annotated
 
@@ -28,19 +27,23 @@ def _staging_target() -> tuple[Target, int, str, str | None]:
     return target, recorded.door_port, recorded.deploy_user, recorded.layout.vm_mesh
 
 
-def _inventory_target(path: Path) -> tuple[Target, int, str, str | None]:
-    hosts = [value for value in runpy.run_path(str(path)).values()
-             if isinstance(value, list) and value and isinstance(value[0], tuple)]
+def _inventory_targets(path: Path) -> list[tuple[Target, int, str, str | None]]:
+    """Every host of the inventory, from the typed model (roles/settings.py): reached over
+    its mesh IP when the inventory knows it, else its SSH address."""
+    from roles.settings import InventoryError, hosts_of_inventory
+
+    try:
+        hosts = hosts_of_inventory(path)
+    except InventoryError as error:
+        raise typer.BadParameter(str(error), param_hint="--target") from None
     if not hosts:
         raise typer.BadParameter(f"{path} defines no hosts", param_hint="--target")
-    _name, data = hosts[0][0]
-    mesh = data.get("mesh", {})
-    block = mesh.get(mesh.get("provider", ""), {}) or {}
-    mesh_ip = block.get("address") or block.get("expected_address")
-    address = mesh_ip or data["ssh_hostname"]
-    target = Target(url=f"ssh://{data['ssh_user']}@{address}", ssh_key=data.get("ssh_key"),
-                    known_hosts_file=data.get("ssh_known_hosts_file"))
-    return target, data.get("door_port", 443), data.get("deploy_user", "deploy"), mesh_ip
+    return [(Target(url=f"ssh://{settings.ssh_user}@{settings.mesh_ip or settings.ssh_hostname}",
+                    ssh_key=str(settings.ssh_key) if settings.ssh_key else None,
+                    known_hosts_file=(str(settings.ssh_known_hosts_file)
+                                      if settings.ssh_known_hosts_file else None)),
+             settings.door_port, settings.deploy_user, settings.mesh_ip)
+            for _name, settings in hosts]
 
 
 def check(
@@ -56,21 +59,22 @@ def check(
 ) -> None:
     """Run every check in checks/ against TARGET; exit 1 naming each broken invariant."""
     if target == "staging":
-        resolved, port, deploy_user, known_mesh_ip = _staging_target()
+        targets = [_staging_target()]
     elif target == "production":
-        resolved, port, deploy_user, known_mesh_ip = _inventory_target(
-            REPO_ROOT / "inventory" / "production.py")
+        targets = _inventory_targets(REPO_ROOT / "inventory" / "production.py")
     else:
-        resolved, port, deploy_user, known_mesh_ip = (
-            Target(url=f"ssh://{user}@{target}"), door_port, user, None)
-    typer.echo(f"==> [check] running checks/ against {resolved.url}")
-    try:
-        result = run_checks(resolved, port, deploy_user, mesh_ip or known_mesh_ip,
-                            families=family or None)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--family") from None
-    typer.echo(result.summary())
-    raise typer.Exit(0 if result.ok else 1)
+        targets = [(Target(url=f"ssh://{user}@{target}"), door_port, user, None)]
+    ok = True
+    for resolved, port, deploy_user, known_mesh_ip in targets:
+        typer.echo(f"==> [check] running checks/ against {resolved.url}")
+        try:
+            result = run_checks(resolved, port, deploy_user, mesh_ip or known_mesh_ip,
+                                families=family or None)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--family") from None
+        typer.echo(result.summary())
+        ok = ok and result.ok
+    raise typer.Exit(0 if ok else 1)
 
 
 def register(cli: typer.Typer) -> None:

@@ -17,6 +17,9 @@ import json
 import re
 from dataclasses import dataclass
 
+from stack import binding
+from stack.compose import PROJECT as STACK_PROJECT
+
 _SS_PROCESS = re.compile(r'\("([^"]+)",pid=(\d+)')
 
 
@@ -127,13 +130,16 @@ def exposure_violations(listeners: list[Listener], door_port: int, mesh_ip: str,
 
 @dataclass(frozen=True)
 class Published:
-    """One published container port from `docker inspect`."""
+    """One published container port from `docker inspect` (is_door: the stack's compose
+    service `door`; host_network: the container shares the host's network namespace)."""
 
     container: str
     image: str
     host_ip: str
     host_port: int
     container_port: str
+    is_door: bool = False
+    host_network: bool = False
 
 
 def parse_docker_inspect(text: str) -> list[Published]:
@@ -148,20 +154,17 @@ def parse_docker_inspect(text: str) -> list[Published]:
     text = text.strip()
     if not text:
         return []
-    published = []
-    for container in json.loads(text):
-        name = container.get("Name", "?").lstrip("/")
-        image = (container.get("Config") or {}).get("Image", "?")
-        ports = (container.get("NetworkSettings") or {}).get("Ports") or {}
-        for container_port, bindings in ports.items():
-            for binding in bindings or []:
-                published.append(Published(name, image, binding.get("HostIp", ""),
-                                           int(binding.get("HostPort") or 0), container_port))
-    return published
+    containers = json.loads(text)
+    images = {str(c.get("Name", "?")).lstrip("/"): (c.get("Config") or {}).get("Image", "?")
+              for c in containers}
+    return [Published(item.who, images.get(item.who, "?"), item.host_ip,
+                      int(item.host_port or 0), item.target, item.is_door, item.host_network)
+            for item in binding.from_inspect(containers, project=STACK_PROJECT)]
 
 
 def published_violations(published: list[Published], door_port: int, mesh_ip: str) -> list[str]:
-    """INVARIANTS §2: every published port binds the mesh IP or 127.0.0.1, except the door.
+    """INVARIANTS §2: every published port binds the mesh IP or 127.0.0.1, except the door's
+    on the door port (the shared judgement: stack/binding.py).
 
     Example:
         >>> published_violations([Published("web", "nginx", "0.0.0.0", 8080, "80/tcp")],
@@ -170,14 +173,20 @@ def published_violations(published: list[Published], door_port: int, mesh_ip: st
     """
     problems = []
     for item in published:
-        if item.host_port == door_port:
+        reason = binding.violation(
+            binding.Publication(item.container, item.host_ip, str(item.host_port or ""),
+                                item.container_port, item.is_door, item.host_network),
+            mesh_ip, door_port)
+        if reason is None:
             continue
-        if item.host_ip in (mesh_ip, "127.0.0.1", "::1"):
+        if item.host_network:
+            problems.append(f"EXPOSURE §2: container {item.container} ({item.image}) runs "
+                            f"{reason} — remove --network host and publish on {mesh_ip}")
             continue
         shown = item.host_ip or "0.0.0.0"
         problems.append(
             f"EXPOSURE §2: container {item.container} ({item.image}) publishes "
-            f"{shown}:{item.host_port}->{item.container_port} on every interface — publish it "
+            f"{shown}:{item.host_port}->{item.container_port} {reason} — publish it "
             f"as {mesh_ip}:{item.host_port}:{item.container_port.split('/')[0]} (or "
             f"127.0.0.1:…) in the compose file, or remove the port"
         )

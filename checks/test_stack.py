@@ -16,11 +16,11 @@ import json
 import pytest
 
 from checks import plugin
+from stack import binding
+from stack.compose import PROJECT as STACK_PROJECT
 
 expect, mesh_ip = plugin.expect, plugin.mesh_ip
 
-ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
-DOOR_SERVICE = "door"
 FIX = ("fix the port mapping in templates/stack/compose.yml.j2 (bind it to the mesh IP or "
        "127.0.0.1) and deploy again, or stop the container: `sudo docker rm -f {name}`")
 
@@ -31,26 +31,13 @@ def container_name(container: dict) -> str:
 
 
 def is_door(container: dict) -> bool:
-    """The door is the compose service named `door` (label set by Docker Compose)."""
-    labels = (container.get("Config") or {}).get("Labels") or {}
-    return labels.get("com.docker.compose.service") == DOOR_SERVICE
-
-
-def published_bindings(container: dict) -> list[tuple[str, str, str]]:
-    """(container port, host IP, host port) for every published port of one container.
-
-    Example:
-        >>> published_bindings({"NetworkSettings": {"Ports": {"80/tcp": [
-        ...     {"HostIp": "0.0.0.0", "HostPort": "18080"}], "81/tcp": None}}})
-        [('80/tcp', '0.0.0.0', '18080')]
-    """
-    ports = (container.get("NetworkSettings") or {}).get("Ports") or {}
-    return [(inside, str(binding.get("HostIp", "")), str(binding.get("HostPort", "")))
-            for inside, bindings in sorted(ports.items()) for binding in bindings or []]
+    """The door is the stack's compose service `door` (labels set by Docker Compose)."""
+    return binding.is_door(container, STACK_PROJECT)
 
 
 def binding_violations(containers: list[dict], mesh_ip: str, door_port: int) -> list[str]:
-    """One line per running container port that is reachable beyond the mesh/loopback.
+    """One line per running container port that is reachable beyond the mesh/loopback, by
+    the shared judgement (stack/binding.py).
 
     Example:
         >>> binding_violations([{"Name": "/x", "NetworkSettings": {"Ports": {"80/tcp": [
@@ -58,25 +45,13 @@ def binding_violations(containers: list[dict], mesh_ip: str, door_port: int) -> 
         "STACK §2: container 'x' publishes 80/tcp"
     """
     problems = []
-    for container in containers:
-        name = container_name(container)
-        host_mode = (container.get("HostConfig") or {}).get("NetworkMode") == "host"
-        if host_mode and not is_door(container):
-            problems.append(f"STACK §2: container '{name}' runs with --network host: every "
-                            f"port it opens is on all interfaces — {FIX.format(name=name)}")
-        for inside, host_ip, host_port in published_bindings(container):
-            where = f"{host_ip or '(all)'}:{host_port}"
-            if is_door(container) and host_port == str(door_port):
-                continue
-            if host_ip in ALL_INTERFACES:
-                problems.append(
-                    f"STACK §2: container '{name}' publishes {inside} on {where}, i.e. on all "
-                    f"interfaces; only the door may, on port {door_port} — "
-                    f"{FIX.format(name=name)}")
-            elif host_ip not in (mesh_ip, "127.0.0.1"):
-                problems.append(
-                    f"STACK §2: container '{name}' publishes {inside} on {where}, neither the "
-                    f"mesh IP {mesh_ip} nor loopback — {FIX.format(name=name)}")
+    for item in binding.from_inspect(containers, STACK_PROJECT):
+        reason = binding.violation(item, mesh_ip, door_port)
+        if reason is None:
+            continue
+        what = "runs" if item.host_network else f"publishes {item.target}"
+        problems.append(f"STACK §2: container '{item.who}' {what} {reason} — "
+                        f"{FIX.format(name=item.who)}")
     return problems
 
 
@@ -128,20 +103,15 @@ def test_no_container_binds_all_interfaces_except_the_door(running, mesh_ip, exp
     assert not problems, "\n".join(problems)
 
 
-def test_docker_ps_shows_no_all_interface_binding(host, running, expect):
-    """The seed's literal check: grep `docker ps` for 0.0.0.0/:: (the door's port excepted)."""
+def test_docker_ps_shows_no_all_interface_binding(host, running, expect, mesh_ip):
+    """The seed's literal check: the `docker ps` listing, judged by the same rule."""
     doors = {container_name(container) for container in running if is_door(container)}
     with as_root(host):
         listing = host.check_output("docker ps --format '{{.Names}}\t{{.Ports}}'")
-    hits = []
-    for line in listing.splitlines():
-        name, _, ports = line.partition("\t")
-        for mapping in filter(None, (part.strip() for part in ports.split(","))):
-            public = mapping.startswith(("0.0.0.0:", ":::", "[::]:"))
-            door_mapping = name in doors and f":{expect.door_port}->" in mapping
-            if public and not door_mapping:
-                hits.append(f"{name}: {mapping}")
-    assert not hits, ("STACK §2: `docker ps` shows bindings to all interfaces: "
+    hits = [f"{item.who}: {item.host_ip}:{item.host_port}->{item.target}"
+            for item in binding.from_docker_ps(listing, doors)
+            if binding.violation(item, mesh_ip, expect.door_port)]
+    assert not hits, ("STACK §2: `docker ps` shows bindings beyond the mesh and loopback: "
                       + "; ".join(hits) + " — " + FIX.format(name=hits[0].split(':')[0]))
 
 

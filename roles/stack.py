@@ -35,6 +35,7 @@ from pyinfra.operations import files, server
 
 from roles._paths import template
 from roles.settings import InventoryError, StackSettings
+from stack import binding
 from stack.compose import (
     AGENTS_DIR,
     PROJECT,
@@ -50,6 +51,7 @@ from stack.images import ensure_app_image, save_image, source_revision
 from stack.releases import Release, new_release_id, prune_command, record_command
 
 ACTIVATE = "/usr/local/sbin/vos-stack-activate"
+BINDING_JUDGE = "/usr/local/lib/vos-stack/binding.py"  # stack/binding.py, run by ACTIVATE
 CONTAINER_UID = "10001"  # images/Dockerfile's USER
 CONTAINER_USER = "vos-app"  # its name on the host
 
@@ -231,11 +233,14 @@ def deploy_stack(settings: StackSettings, mesh_ip: str, door_port: int,
         files.put(name=f"Env file {name} (0600 root:root, from the operator's environment)",
                   src=StringIO(text), dest=f"{STACK_DIR}/{name}", user="root", group="root",
                   mode="600", _sudo=True)
-    files.template(name="vos-stack-activate (migrate, up, health, binding grep, rollback)",
+    files.put(name="Binding judgement (stack/binding.py: the rule the gate and checks use)",
+              src=str(Path(binding.__file__)), dest=BINDING_JUDGE, user="root", group="root",
+              mode="644", create_remote_dir=True, _sudo=True)
+    files.template(name="vos-stack-activate (migrate, up, health, binding gate, rollback)",
                    src=template("stack/vos-stack-activate.sh.j2"), dest=ACTIVATE,
                    user="root", group="root", mode="755", root=STACK_DIR, project=PROJECT,
                    door_port=door_port, health_timeout=settings.health_timeout_seconds,
-                   _sudo=True)
+                   mesh_ip=mesh_ip, binding_judge=BINDING_JUDGE, _sudo=True)
     door_tls(settings, public_address)
     _agents_file(settings)
     _ship(settings, image)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
-LOOPBACK = "127.0.0.1"
+from stack.binding import Publication, violation
+
 TEMPLATE_HINT = "templates/stack/compose.yml.j2"
 
 
@@ -74,37 +74,30 @@ def parse_port(spec: object) -> PortBinding:
 
 def _port_violations(name: str, service: dict, mesh_ip: str, door_port: int,
                      door_service: str) -> list[str]:
+    """The shared binding judgement (stack/binding.py) on each of the service's ports."""
     problems = []
-    allowed_private = {mesh_ip, LOOPBACK}
-    for raw in service.get("ports") or []:
-        port = parse_port(raw)
-        fix_private = (f"fix: bind it to the mesh, e.g. '{mesh_ip}:{port.published or port.target}"
-                       f":{port.target}' (or 127.0.0.1) in {TEMPLATE_HINT}")
-        if name == door_service:
-            if port.published != str(door_port):
-                problems.append(
-                    f"STATIC GATE: service '{name}' publishes '{port.spec}', but the door may "
-                    f"publish only the door port {door_port} — fix: remove that mapping in "
-                    f"{TEMPLATE_HINT}")
+    is_door = name == door_service
+    host_network = service.get("network_mode") == "host"
+    ports = [parse_port(raw) for raw in service.get("ports") or []]
+    publications = [Publication(name, port.host_ip, port.published, port.target, is_door)
+                    for port in ports]
+    if host_network:
+        publications.append(Publication(name, "", "", "", is_door, host_network=True))
+    for port, item in zip([*ports, None], publications, strict=False):
+        reason = violation(item, mesh_ip, door_port)
+        if reason is None:
             continue
-        if port.host_ip == "":
-            problems.append(
-                f"STATIC GATE: service '{name}' publishes '{port.spec}' with no host IP, so "
-                "Docker binds it on its default address (all interfaces unless daemon.json "
-                f"sets \"ip\") — {fix_private}")
-        elif port.host_ip in ALL_INTERFACES:
-            problems.append(
-                f"STATIC GATE: service '{name}' publishes '{port.spec}' on all interfaces "
-                f"({port.host_ip}); only the door '{door_service}' may be public — {fix_private}")
-        elif port.host_ip not in allowed_private:
-            problems.append(
-                f"STATIC GATE: service '{name}' publishes '{port.spec}' on {port.host_ip}, "
-                f"which is neither the mesh IP {mesh_ip} nor 127.0.0.1; only the door "
-                f"'{door_service}' may be reachable from outside — {fix_private}")
-    if service.get("network_mode") == "host":
-        problems.append(f"STATIC GATE: service '{name}' uses network_mode: host, which listens "
-                        f"on every interface of the host — fix: remove it in {TEMPLATE_HINT} "
-                        "and publish ports bound to the mesh IP")
+        if item.host_network:
+            problems.append(f"STATIC GATE: service '{name}' uses network_mode: host, which "
+                            f"listens on every interface of the host — fix: remove it in "
+                            f"{TEMPLATE_HINT} and publish ports bound to the mesh IP")
+            continue
+        fix = (f"fix: remove that mapping in {TEMPLATE_HINT}" if is_door else
+               f"fix: bind it to the mesh, e.g. '{mesh_ip}:{port.published or port.target}"
+               f":{port.target}' (or 127.0.0.1) in {TEMPLATE_HINT}")
+        scope = "" if is_door else f"; only the door '{door_service}' may be public"
+        problems.append(f"STATIC GATE: service '{name}' publishes '{port.spec}' {reason}"
+                        f"{scope} — {fix}")
     return problems
 
 

@@ -90,7 +90,8 @@ def test_udp_on_all_interfaces_needs_an_allowance():
 
 
 DOCKER_INSPECT = """[
- {"Name": "/door", "Config": {"Image": "vos-door"},
+ {"Name": "/door", "Config": {"Image": "vos-door", "Labels": {
+    "com.docker.compose.service": "door", "com.docker.compose.project": "vos"}},
   "NetworkSettings": {"Ports": {"8443/tcp": [{"HostIp": "0.0.0.0", "HostPort": "443"}]}}},
  {"Name": "/ui", "Config": {"Image": "vos-ui"},
   "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "100.64.0.2", "HostPort": "8080"}],
@@ -109,6 +110,23 @@ def test_published_ports_outside_mesh_fail_except_the_door():
     assert problems[0].startswith("EXPOSURE §2: container probe (vos-probe) publishes "
                                   "0.0.0.0:8081->80/tcp")
     assert "100.64.0.2:8081:80" in problems[0]
+
+
+def test_only_the_stacks_door_may_use_the_door_port_and_no_one_the_public_ip():
+    """The drifted cases of the old copies: any container on the door port was excused, a
+    bind on a specific public address passed, another project's `door` counted."""
+    stray = [Published("stray", "nginx", "0.0.0.0", 443, "80/tcp"),
+             Published("public-ip", "nginx", "203.0.113.5", 8080, "80/tcp"),
+             Published("door-elsewhere", "x", "0.0.0.0", 9000, "9000/tcp", is_door=True),
+             Published("hostnet", "x", "", 0, "", is_door=True, host_network=True)]
+    problems = published_violations(stray, 443, MESH)
+    assert [p.split(" (")[0] for p in problems] == [
+        "EXPOSURE §2: container stray", "EXPOSURE §2: container public-ip",
+        "EXPOSURE §2: container door-elsewhere", "EXPOSURE §2: container hostnet"]
+    assert "neither the mesh IP" in problems[1] and "only the door port 443" in problems[2]
+    other_project = DOCKER_INSPECT.replace('project": "vos"', 'project": "other"')
+    assert any("container door " in p for p in published_violations(
+        parse_docker_inspect(other_project), 443, MESH))
 
 
 def test_no_containers_no_problem():

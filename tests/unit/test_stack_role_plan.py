@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from pyinfra.api.exceptions import DeployError
@@ -35,9 +36,10 @@ def facts(current_digest: str = "", key_exists: bool = False) -> dict:
     for tool in ("useradd", "groupadd", "usermod", "groupmod"):
         recorded = set_fact(recorded, "server.Which", f"/usr/sbin/{tool}", command=tool)
     recorded = set_fact(recorded, "files.Directory", None, path="/nonexistent")
+    recorded = set_fact(recorded, "files.Directory", None, path="/usr/local/lib/vos-stack")
     recorded = set_fact(recorded, "files.Directory", None, path="/etc/vos-stack/tls")
     for path in ("/etc/vos-stack/app.env", "/etc/vos-stack/migrate.env",
-                 "/etc/vos-stack/worker.env", stack.ACTIVATE,
+                 "/etc/vos-stack/worker.env", stack.ACTIVATE, stack.BINDING_JUDGE,
                  "/etc/vos-stack/tls/door.crt", "/etc/vos-stack/tls/door.key"):
         recorded = set_fact(recorded, "files.File", None, path=path)
         recorded = set_fact(recorded, "files.Directory", None, path=path)
@@ -66,6 +68,9 @@ def test_first_deploy_writes_private_env_files_records_and_activates(monkeypatch
     env = [text for dest, text in result.uploads.items() if dest.endswith("app.env")]
     assert env and "DATABASE_URL=postgresql://vos_app:pw@100.64.0.1/vos" in env[0]
     assert "chmod 600 /etc/vos-stack/app.env" in commands
+    # the activation script's binding gate is the shared judgement, shipped beside it
+    assert result.uploads[stack.BINDING_JUDGE] == (
+        Path(stack.binding.__file__).read_text())
 
 
 def current_digest(monkeypatch) -> str:

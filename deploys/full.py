@@ -99,18 +99,14 @@ firewall.ufw_baseline(mesh_interface=settings.mesh.interface, door_port=settings
 
 # 6. Fail2ban; the operator's own mesh address is never banned.
 step(6, "fail2ban")
-operator_mesh_ip = (str(settings.mesh.wireguard.peer_address)
-                    if settings.mesh.wireguard else None)
-fail2ban.jails(door_port=settings.door_port,
-               api_port=settings.stack.api_port if settings.stack else 8080,
-               ignore=[operator_mesh_ip] if operator_mesh_ip else [])
+fail2ban.jails(door_port=settings.door_port, api_port=settings.api_port,
+               ignore=[settings.operator_mesh_ip] if settings.operator_mesh_ip else [])
 
 # 7. Mesh: the host joins the private network as tailscale0 (its IP is read back).
 step(7, "mesh")
 mesh.configure(settings.mesh)
 
-mesh_ip = (str(settings.mesh.expected_address) if settings.mesh.expected_address
-           else host.get_fact(mesh.MeshAddress, interface=settings.mesh.interface, _sudo=True))
+mesh_ip = mesh.resolved_mesh_ip(settings)
 ssh_key = str(settings.ssh_key) if settings.ssh_key else None
 known_hosts = str(settings.ssh_known_hosts_file) if settings.ssh_known_hosts_file else None
 

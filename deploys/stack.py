@@ -12,15 +12,16 @@ unless `stack.ship` is `registry`. NOT YET PROVEN on the staging VM.
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
-from roles import stack
+from roles import mesh, stack
 from roles.settings import settings_from_host_data
 
 settings = settings_from_host_data(host.name, host.data.dict())
 if settings.stack is None:
     raise DeployError(f"{host.name}: the inventory has no `stack` block (see roles/settings.py "
                       "StackSettings). Nothing was changed.")
-mesh_ip = settings.mesh.expected_address
+mesh_ip = mesh.resolved_mesh_ip(settings)
 if mesh_ip is None:
-    raise DeployError(f"{host.name}: the mesh IP is unknown; run deploys/full.py first.")
-stack.deploy_stack(settings.stack, mesh_ip=str(mesh_ip), door_port=settings.door_port,
+    raise DeployError(f"{host.name}: {settings.mesh.interface} has no address and the "
+                      "inventory names none; run deploys/full.py first.")
+stack.deploy_stack(settings.stack, mesh_ip=mesh_ip, door_port=settings.door_port,
                    public_address=str(settings.public_address))

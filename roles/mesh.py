@@ -27,7 +27,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, python, server, systemd
 
 from roles._paths import template
-from roles.settings import MeshSettings, TailscaleMesh, WireguardMesh
+from roles.settings import HostSettings, MeshSettings, TailscaleMesh, WireguardMesh
 
 TAILSCALE_KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 HANDSHAKE_WAIT_SECONDS = 30
@@ -82,6 +82,18 @@ def wireguard_config(settings: WireguardMesh) -> dict[str, object]:
     }
 
 
+def resolved_mesh_ip(settings: HostSettings) -> str | None:
+    """The host's mesh IP: the inventory's when it knows it, else the address on the mesh
+    interface now (None while the mesh has not come up yet: Tailscale assigns it).
+
+    Example (deploys/full.py, deploys/stack.py):
+        mesh_ip = resolved_mesh_ip(settings)
+    """
+    if settings.mesh_ip:
+        return settings.mesh_ip
+    return host.get_fact(MeshAddress, interface=settings.mesh.interface, _sudo=True)
+
+
 def _verify_address(interface: str, expected: str | None) -> None:
     """Runs at execution time: read the mesh IP back and compare with the inventory."""
     address = host.get_fact(MeshAddress, interface=interface, _sudo=True)
@@ -89,7 +101,6 @@ def _verify_address(interface: str, expected: str | None) -> None:
         raise OperationError(f"{interface} has no IPv4 address after the mesh step")
     if expected and address != expected:
         raise OperationError(f"{interface} has {address}, the inventory expects {expected}")
-    host.data.mesh_address_fact = address
     logger.info(f"{host.print_prefix}mesh address on {interface}: {address}")
 
 

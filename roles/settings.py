@@ -162,6 +162,11 @@ class TailscaleMesh(_Strict):
     authkey_env: str = "TAILSCALE_AUTHKEY"
     hostname: str | None = None  # one DNS label: it lands in `tailscale up --hostname=`
     expected_address: IPv4Address | None = None
+    # the operator's own tailnet address: fail2ban never bans it (a typo'd password on the
+    # operator's side must not lock the operator out of the API)
+    operator_address: IPv4Address | None = None
+
+    _check_operator_address = field_validator("operator_address")(_in_mesh_range)
 
     _check_authkey_env = field_validator("authkey_env")(variable_name)
 
@@ -205,6 +210,13 @@ class MeshSettings(_Strict):
         if self.wireguard:
             return self.wireguard.address
         return self.tailscale.expected_address if self.tailscale else None
+
+    @property
+    def operator_address(self) -> IPv4Address | None:
+        """The operator's mesh address (never banned), when the inventory names it."""
+        if self.wireguard:
+            return self.wireguard.peer_address
+        return self.tailscale.operator_address if self.tailscale else None
 
 
 CRON_FIELD = re.compile(r"^[0-9*/,-]+$")
@@ -393,6 +405,26 @@ class HostSettings(_Strict):
     backups: BackupSettings | None = None
     stack: StackSettings | None = None
 
+    # ---- derived values: every deploy, role and `vos check` reads these, none re-derives them
+
+    @property
+    def mesh_ip(self) -> str | None:
+        """The host's mesh IP if the inventory knows it (else the deploy reads it on the host
+        after the mesh step: roles.mesh.resolved_mesh_ip)."""
+        address = self.mesh.expected_address
+        return str(address) if address else None
+
+    @property
+    def operator_mesh_ip(self) -> str | None:
+        """The operator's mesh address (fail2ban's ignore list), if known."""
+        address = self.mesh.operator_address
+        return str(address) if address else None
+
+    @property
+    def api_port(self) -> int:
+        """The private API's port on the mesh IP (the stack's, or its default)."""
+        return self.stack.api_port if self.stack else StackSettings.model_fields["api_port"].default
+
     @field_validator("ssh_user", "deploy_user")
     @classmethod
     def _user_name(cls, value: str) -> str:
@@ -462,6 +494,20 @@ def settings_from_host_data(host_name: str, data: dict[str, Any]) -> HostSetting
     """
     known = set(HostSettings.model_fields)
     return validate_host(host_name, {k: v for k, v in data.items() if k in known})
+
+
+def hosts_of_inventory(path: str | Path) -> list[tuple[str, HostSettings]]:
+    """Every host of an inventory file, validated (InventoryError names host and field).
+
+    Example:
+        hosts_of_inventory("inventory/production.py")[0][1].mesh_ip  # -> "100.64.0.2"
+    """
+    import runpy
+
+    found = [value for value in runpy.run_path(str(path)).values()
+             if isinstance(value, list) and value and isinstance(value[0], tuple)]
+    return [(name, settings_from_host_data(name, data)) for group in found
+            for name, data in group]
 
 
 def ensure_path(value: str | Path) -> Path:

@@ -19,6 +19,8 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from roles.settings import StackSettings
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 COMPOSE_TEMPLATE = "stack/compose.yml.j2"
 STACK_DIR = "/etc/vos-stack"  # on the host: env files, rendered compose per release
@@ -31,25 +33,31 @@ WORKER_HEARTBEAT = "/tmp/vos-worker.alive"  # on the worker's tmpfs; its age is 
 PROJECT = "vos"
 
 
+def _default(field: str):
+    """A knob's default, from the one place knobs live: the inventory model (StackSettings)."""
+    return StackSettings.model_fields[field].default
+
+
 @dataclass(frozen=True)
 class ComposeContext:
-    """Everything the compose template needs (names match the template's variables)."""
+    """Everything the compose template needs (names match the template's variables); the
+    defaults are the inventory model's (roles/settings.py StackSettings), never re-written."""
 
     image: str
     mesh_ip: str
     door_port: int
-    door_host_ip: str = "0.0.0.0"
-    api_port: int = 8080
+    door_host_ip: str = str(_default("door_host_ip"))
+    api_port: int = _default("api_port")
     project: str = PROJECT
     env_file: str = f"{STACK_DIR}/app.env"
     migrate_env_file: str = f"{STACK_DIR}/migrate.env"
-    memory_api: str = "512m"
-    memory_door: str = "256m"
-    memory_worker: str = "512m"
+    memory_api: str = _default("memory_api")
+    memory_door: str = _default("memory_door")
+    memory_worker: str = _default("memory_worker")
     worker_env_file: str = f"{STACK_DIR}/worker.env"
     agents_file: str | None = None  # on the host (AGENTS_DIR/<sha>.yaml): worker + apply
-    agents_tenant: str = "main"
-    worker_replicas: int = 1
+    agents_tenant: str = _default("agents_tenant")
+    worker_replicas: int = _default("worker_replicas")
     tls_dir: str | None = None  # host dir with door.crt + door.key: the door serves HTTPS
 
 

@@ -218,3 +218,32 @@ def test_env_var_names_are_names_not_values(good, tmp_path):
 def test_ssh_hostname_cannot_be_an_ssh_option(good):
     good["ssh_hostname"] = "-oProxyCommand=id"
     assert "ssh_hostname" in _error(good)
+
+
+def test_derived_values_come_from_the_model(good):
+    """Mesh IP, the operator's mesh address and the API port are the model's, read by the
+    deploys, the roles and `vos check` alike (nobody digs them out of raw dicts)."""
+    settings = validate_host("vps", good)
+    assert (settings.mesh_ip, settings.operator_mesh_ip, settings.api_port) == (
+        "100.64.0.2", "100.64.0.1", 8080)
+    tailscale = {**good, "mesh": {"provider": "tailscale", "tailscale": {
+        "operator_address": "100.100.1.7"}}, "stack": {"api_port": 9090}}
+    settings = validate_host("vps", tailscale)
+    assert (settings.mesh_ip, settings.operator_mesh_ip, settings.api_port) == (
+        None, "100.100.1.7", 9090)
+    tailscale["mesh"]["tailscale"]["operator_address"] = "192.0.2.1"
+    assert "mesh.tailscale.operator_address" in _error(tailscale)
+
+
+def test_vos_check_targets_every_host_of_the_inventory_typed(good, tmp_path):
+    from checks.cli import _inventory_targets
+
+    second = {**good, "ssh_hostname": "203.0.113.11", "public_address": "203.0.113.11",
+              "mesh": {"provider": "tailscale", "tailscale": {}}, "door_port": 8443}
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text("from roles.settings import inventory_hosts\n"
+                         f"hosts = inventory_hosts([('a', {good!r}), ('b', {second!r})])\n")
+    targets = _inventory_targets(inventory)
+    assert [(t.url, port, user, mesh) for t, port, user, mesh in targets] == [
+        ("ssh://deploy@100.64.0.2", 443, "deploy", "100.64.0.2"),
+        ("ssh://deploy@203.0.113.11", 8443, "deploy", None)]

@@ -12,7 +12,9 @@ Printed, at 0.5x, 1x and 2x the default budget (`retrieval_token_budget`, 1,000 
 recall (share of needed facts in the context sent; a fact counts only from the page it
 belongs to when the task names one) and all-needed (share of tasks with every fact), per
 tag and overall; billable-equivalent input tokens and cost per call per provider; ingest
-time; query latency p50/p95 on this workload and on a tenant of 10,000 passages.
+time; query latency p50/p95 on this workload and on a tenant of 10,000 passages, the
+latter beside the retrieval of a baseline git revision (--baseline) timed in the same run,
+query by query in turn, with the load average.
 
 Run:
     .venv/bin/python benchmarks/retrieval.py               # starts a throwaway Postgres
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import secrets
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections import defaultdict
 from pathlib import Path
 
@@ -43,7 +48,6 @@ from tokens import database, stable_prompt  # noqa: E402
 from app.agents.config import WorkforceConfig  # noqa: E402
 from app.agents.documents import ingest, prepare  # noqa: E402
 from app.agents.embeddings import default_embedder  # noqa: E402
-from app.agents.fakes import start_fake_fleet  # noqa: E402
 from app.agents.ledger import seed_prices  # noqa: E402
 from app.agents.prefix import PromptParts  # noqa: E402
 from app.agents.prices import (  # noqa: E402
@@ -62,9 +66,13 @@ from app.agents.retrieval import (  # noqa: E402
 from app.agents.router import CallContext, Deployment, RecordingAccounting, Router  # noqa: E402
 from app.db import tenant_transaction  # noqa: E402
 from benchmarks.workloads.ferries import build  # noqa: E402
+from devtools.fakes import start_fake_fleet  # noqa: E402
 
 DEFAULT_BUDGET = WorkforceConfig.model_fields["retrieval_token_budget"].default  # the app's
 PROPOSED_BUDGET = 1000  # also measured: the budget this benchmark argues for
+# The last revision whose retrieval fetched and scored every candidate row per query (the
+# 10,000-passage latency is printed beside it).
+BASELINE_REV = "f3a7ba4"
 TARGETS = [("anthropic", "claude-sonnet-4-6"), ("openai", "gpt-4.1")]
 
 
@@ -162,6 +170,10 @@ def main() -> None:
                         help="one more budget to measure (0: none)")
     parser.add_argument("--skip-scale", action="store_true",
                         help="skip the 10,000-passage latency tenant")
+    parser.add_argument("--baseline", default=BASELINE_REV, metavar="REV",
+                        help="git revision whose retrieval is timed beside this tree's at "
+                             f"10,000 passages (default {BASELINE_REV}: before the "
+                             "in-process ranking; '' for none)")
     parser.add_argument("--verbose", action="store_true", help="list every missed fact")
     parser.add_argument("--ablation", action="store_true",
                         help="also measure lexical-only and dense-only at the default budget")
@@ -217,7 +229,7 @@ def main() -> None:
                             print(f"  MISS [{','.join(task['tags'])}] {task['text']!r}: "
                                   f"{need!r}")
             if not args.skip_scale:
-                scale(owner, pool, docs, tasks, args.budget)
+                scale(owner, pool, docs, tasks, args.budget, args.baseline)
     finally:
         for server in fleet.values():
             server.stop()
@@ -250,24 +262,59 @@ def report(results, default_budget: int, prices: PriceBook) -> None:
           "billable-equivalent input tokens per call (both wire formats).")
 
 
-def scale(owner, pool, docs, tasks, budget: int) -> None:
+def baseline_module(rev: str):
+    """app/agents/retrieval.py as it was at git revision `rev`, imported under another name
+    (its own corpus cache), or None when git or the revision is not there."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        source = subprocess.run(["git", "-C", str(root), "show", f"{rev}:app/agents/retrieval.py"],
+                                capture_output=True, text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    module = types.ModuleType("baseline_retrieval")
+    module.__file__ = f"{rev}:app/agents/retrieval.py"
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 (our own file)
+    return module
+
+
+def scale(owner, pool, docs, tasks, budget: int, baseline_rev: str = "") -> None:
     print("\n[retrieval] building a 10,000-passage tenant …", flush=True)
     tenant, n, seconds = scale_tenant(owner, pool, docs, 10_000)
     print(f"[retrieval] {n} passages stored and embedded in {seconds:.1f}s", flush=True)
-    latencies, cold = [], None
+    impls = {"this tree": retrieve}
+    baseline = baseline_module(baseline_rev) if baseline_rev else None
+    if baseline is not None:
+        impls[f"baseline {baseline_rev}"] = baseline.retrieve
+    elif baseline_rev:
+        print(f"[retrieval] baseline {baseline_rev}: not available (no git or no such revision)")
+    latencies = {name: [] for name in impls}
+    cold, picks, same, loads = {}, {}, 0, [os.getloadavg()[0]]
+    for name, fn in impls.items():  # the first query loads the tenant's corpus into memory
+        with tenant_transaction(pool, tenant) as conn:
+            started = time.perf_counter()
+            fn(conn, tasks[0]["text"], token_budget=budget)
+            cold[name] = (time.perf_counter() - started) * 1000
     for _round in range(3):
         for task in tasks:
-            with tenant_transaction(pool, tenant) as conn:
-                started = time.perf_counter()
-                retrieve(conn, task["text"], token_budget=budget)
-                ms = (time.perf_counter() - started) * 1000
-            if cold is None:
-                cold = ms  # the first query loads the tenant's vectors into the process
-            else:
-                latencies.append(ms)
-    print(f"[retrieval] {n} passages, {len(latencies)} queries at budget {budget}: "
-          f"p50 {statistics.median(latencies):.1f} ms, p95 {pct(latencies, 0.95):.1f} ms, "
-          f"max {max(latencies):.1f} ms (first, cold cache: {cold:.0f} ms)")
+            for name, fn in impls.items():  # alternating: both see the same machine load
+                with tenant_transaction(pool, tenant) as conn:
+                    started = time.perf_counter()
+                    picked = fn(conn, task["text"], token_budget=budget)
+                    latencies[name].append((time.perf_counter() - started) * 1000)
+                picks[name] = [p.id for p in picked]
+            same += len(set(map(tuple, picks.values()))) == 1
+        loads.append(os.getloadavg()[0])
+    print(f"[retrieval] query latency at {n} passages in one tenant, {len(tasks) * 3} queries "
+          f"each at budget {budget}; load average {min(loads):.2f}-{max(loads):.2f} "
+          f"({os.cpu_count()} CPUs)")
+    print(f"  {'implementation':<22} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'cold ms':>8}")
+    for name, lat in latencies.items():
+        print(f"  {name:<22} {statistics.median(lat):>7.1f} {pct(lat, 0.95):>7.1f} "
+              f"{max(lat):>7.1f} {cold[name]:>8.0f}")
+    if len(impls) > 1:
+        print(f"  same passages picked by both for {same} of {len(tasks) * 3} queries")
+    print("  Goal: p95 < 50 ms at 10,000 passages per tenant.")
 
 
 if __name__ == "__main__":

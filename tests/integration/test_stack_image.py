@@ -1,5 +1,6 @@
 """The app image, built for real on the local `debootstrap | docker import` base (no pulls,
-no network inside the build), then shipped the registry-less way: save → remove → load.
+no network inside the build) when this revision of app/ and images/ has none yet, then
+shipped the registry-less way: save → remove → load.
 
 Cost: ~4 min on this shared 2-core machine (wheelhouse + build), once per session.
 """
@@ -11,12 +12,18 @@ import subprocess
 import pytest
 
 from stack.engine import start_dockerd, stop_dockerd
-from stack.images import build_image as build
-from stack.images import ensure_local_base, image_exists, load_image, save_image
+from stack.images import (
+    DEFAULT_REPOSITORY,
+    ensure_app_image,
+    ensure_local_base,
+    image_exists,
+    load_image,
+    save_image,
+    source_revision,
+)
 
 pytestmark = pytest.mark.integration
 
-TAG = "itest"
 RUN_HARDENED = ["docker", "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"]
 
@@ -27,13 +34,12 @@ def app_image():
         started = start_dockerd()
     except RuntimeError as error:
         pytest.fail(str(error))
-    reference = None
     try:
-        reference = build(base_image=ensure_local_base(), tag=TAG)
-        yield reference
+        # The deploy's own image (tagged by the app's revision, built when missing) and kept:
+        # the staging tier's converge then ships it without building it a second time.
+        yield ensure_app_image(f"{DEFAULT_REPOSITORY}:{source_revision()}",
+                               base_image=ensure_local_base())
     finally:
-        if reference:
-            subprocess.run(["docker", "rmi", "-f", reference], capture_output=True, timeout=120)
         stop_dockerd(started)
 
 

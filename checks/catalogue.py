@@ -58,8 +58,11 @@ class Invariant:
 
 HARDENING = "tests/staging/test_hardening.py"
 STACK_STAGING = "tests/staging/test_stack_staging.py"
+MATRIX = "tests/staging/test_mutation_matrix.py"
 STACK_RUNTIME = "tests/integration/test_stack_runtime.py"
 BACKUPS_INTEGRATION = "tests/integration/test_backups.py"
+KERNEL_CONTAINER = "tests/integration/test_kernel_checks.py"
+ACCOUNTS_FILES = "tests/integration/test_checks_accounts_files.py"
 
 ENTRIES = [
     # ------------------------------------------------------------------ Exposure (one door)
@@ -73,7 +76,7 @@ ENTRIES = [
         fix="Bind the service to the mesh IP or 127.0.0.1, or stop it.",
         check=("checks/test_exposure.py::test_no_listener_beyond_loopback_mesh_and_door",
                "checks/invariants.py::exposure_violations"),
-        planted=(f"{HARDENING}::test_mutations_host_side_each_fail_the_gate",),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("EXPOSURE",),
     ),
     Invariant(
@@ -89,7 +92,8 @@ ENTRIES = [
                "checks/test_stack.py::test_no_container_binds_all_interfaces_except_the_door",
                "checks/test_stack.py::test_docker_ps_shows_no_all_interface_binding",
                "stack/gate.py::compose_violations"),
-        planted=(f"{HARDENING}::test_docker_published_ports_mutation",
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
+                 f"{HARDENING}::test_docker_published_ports_mutation",
                  f"{STACK_RUNTIME}::test_all_interfaces_binding_fails_naming_container_and_fix",
                  f"{STACK_STAGING}::test_static_gate_stops_planted_templates_before_anything_"
                  "starts"),
@@ -108,10 +112,10 @@ ENTRIES = [
         check=("checks/test_docker.py::test_default_bind_is_mesh_or_loopback",
                "checks/test_exposure.py::test_docker_user_guard",
                "checks/invariants.py::docker_user_violations"),
-        planted=None,
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("EXPOSURE", "DOCKER"),
-        gap="The staging test publishes on 0.0.0.0 and sees DOCKER-USER hold, but no test "
-            "removes the guard (or daemon.json's \"ip\") and sees the check fail.",
+        gap="daemon.json is judged as written; a dockerd started with other flags (a systemd "
+            "drop-in's --ip) is not looked at.",
     ),
     Invariant(
         4, "Exposure", "From outside, exactly one port is open",
@@ -140,7 +144,7 @@ ENTRIES = [
             "(firewall step).",
         check=("checks/test_firewall.py::test_ufw_policy_and_rules",
                "checks/invariants.py::ufw_violations"),
-        planted=(f"{HARDENING}::test_mutations_host_side_each_fail_the_gate",),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("FIREWALL",),
     ),
     # ------------------------------------------------------------------------------- SSH
@@ -157,7 +161,7 @@ ENTRIES = [
             "the deploy (ssh step).",
         check=("checks/test_ssh.py::test_effective_sshd_config",
                "checks/invariants.py::sshd_violations"),
-        planted=(f"{HARDENING}::test_mutations_host_side_each_fail_the_gate",),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("SSH",),
     ),
     Invariant(
@@ -171,10 +175,8 @@ ENTRIES = [
         check=("checks/test_ssh.py::test_effective_sshd_config",
                "checks/invariants.py::sshd_violations",
                f"{HARDENING}::test_ssh_audit_hardened_ubuntu_2404_policy"),
-        planted=None,
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("SSH",),
-        gap="No test offers a weak algorithm on a host; the judgement is tested on recorded "
-            "`sshd -T` output only (tests/unit/test_checks.py).",
     ),
     Invariant(
         8, "SSH", "sshd on the mesh only, and a cutover that cannot lock out",
@@ -189,10 +191,9 @@ ENTRIES = [
         check=("checks/test_ssh.py::test_sshd_listens_on_mesh_and_loopback_only",
                "checks/invariants.py::sshd_listen_violations",
                f"{HARDENING}::test_ssh_answers_only_on_the_mesh"),
-        planted=(f"{HARDENING}::test_cutover_stops_with_public_ssh_intact_when_mesh_ssh_fails",),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
+                 f"{HARDENING}::test_cutover_stops_with_public_ssh_intact_when_mesh_ssh_fails"),
         cited_as=("SSH",),
-        gap="The planted test covers the lock-out half (mesh SSH broken: the cutover stops); "
-            "no test puts sshd back on the public address and runs the check.",
     ),
     # ----------------------------------------------------------------- Firewall companions
     Invariant(
@@ -207,7 +208,7 @@ ENTRIES = [
                "checks/test_fail2ban.py::test_jail_active",
                "checks/test_fail2ban.py::test_journal_jails_use_systemd_backend",
                "checks/test_fail2ban.py::test_sshd_threshold"),
-        planted=(f"{HARDENING}::test_mutations_host_side_each_fail_the_gate",
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
                  f"{STACK_STAGING}::test_a_burst_of_bad_signatures_gets_the_source_banned"),
         cited_as=("FAIL2BAN",),
     ),
@@ -229,9 +230,8 @@ ENTRIES = [
             "re-run the deploy (sysctl step).",
         check=("checks/test_sysctl.py::test_kernel_settings",
                "checks/invariants.py::sysctl_violations"),
-        planted=None,
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("SYSCTL",),
-        gap="No test changes a live sysctl on a host; judged on recorded values only.",
     ),
     Invariant(
         11, "Firewall companions", "Security upgrades on, no passwords, root locked",
@@ -243,10 +243,8 @@ ENTRIES = [
         check=("checks/test_accounts.py::test_no_passwords_and_root_locked",
                "checks/test_accounts.py::test_unattended_security_upgrades",
                "checks/invariants.py::shadow_violations"),
-        planted=None,
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("BASE",),
-        gap="No test sets a password or turns upgrades off on a host; the shadow judgement "
-            "is tested on recorded /etc/shadow lines only.",
     ),
     # ---------------------------------------------------------------- State (stateless VPS)
     Invariant(
@@ -274,11 +272,12 @@ ENTRIES = [
         why="Every local account and process would otherwise hold the keys to the database "
             "and the backups.",
         fix="chmod 0600 (files) / 0700 (directories), or re-run the deploy.",
-        check=("checks/test_backups.py::test_backup_files_closed_to_others",),
-        planted=(f"{BACKUPS_INTEGRATION}::test_check_fails_on_a_backup_readable_by_others",),
-        cited_as=("BACKUPS",),
-        gap="The stack's env files (written 0600 root:root by roles/stack.py) are not checked "
-            "on the host; only the backups' files are.",
+        check=("checks/test_backups.py::test_backup_files_closed_to_others",
+               "checks/test_files.py::test_stack_env_files_are_closed",
+               "checks/accounts_rules.py::env_file_violations"),
+        planted=(f"{BACKUPS_INTEGRATION}::test_check_fails_on_a_backup_readable_by_others",
+                 f"{ACCOUNTS_FILES}::test_planted_file_violations_fail_naming_each_fix"),
+        cited_as=("BACKUPS", "FILES"),
     ),
     Invariant(
         14, "State", "The host holds the backup public key only",
@@ -303,6 +302,201 @@ ENTRIES = [
                "backups/drill.py::run_drill"),
         planted=(f"{BACKUPS_INTEGRATION}::test_check_fails_on_a_30_hour_old_newest_backup",),
         cited_as=("BACKUPS",),
+    ),
+    # ------------------------------------------------------------ Accounts and files
+    Invariant(
+        16, "Accounts and files", "Root is the only superuser, and nobody logs in as root",
+        statement="Exactly one account has uid 0, and it is root. root has no authorized_keys "
+                  "(/root/.ssh/authorized_keys and authorized_keys2 absent or without a key): "
+                  "admins log in as the deploy user and use sudo.",
+        why="A second uid 0 account is the classic backdoor; a key in root's authorized_keys "
+            "is one sshd setting away from a root login nobody can attribute.",
+        fix="Delete the extra uid 0 line (`sudo sed -i '/^NAME:/d' /etc/passwd /etc/shadow`); "
+            "`sudo rm /root/.ssh/authorized_keys`; the accounts step removes root's keys.",
+        check=("checks/test_accounts.py::test_root_is_the_only_uid_0",
+               "checks/test_accounts.py::test_root_has_no_authorized_keys",
+               "checks/accounts_rules.py::uid0_violations",
+               "checks/accounts_rules.py::root_keys_violation"),
+        planted=(f"{ACCOUNTS_FILES}::test_planted_account_violations_fail_naming_each_fix",),
+        cited_as=("ACCOUNTS",),
+    ),
+    Invariant(
+        17, "Accounts and files", "No empty passwords, no system logins, one sudoer",
+        statement="No /etc/shadow entry has an empty password field; every system account "
+                  "(uid 1-999) has a shell that gives no login (/usr/sbin/nologin, /bin/false; "
+                  "Debian's `sync`: /bin/sync); the `sudo` group (listed members and primary "
+                  "group) is exactly the deploy user.",
+        why="An empty password field logs anyone in; a system account with a shell is a "
+            "login nobody watches; every extra sudoer is another root.",
+        fix="`sudo passwd -l NAME`; `sudo usermod -s /usr/sbin/nologin NAME`; "
+            "`sudo gpasswd -d NAME sudo`.",
+        check=("checks/test_accounts.py::test_no_empty_password_field",
+               "checks/test_accounts.py::test_system_accounts_have_no_login_shell",
+               "checks/test_accounts.py::test_sudo_group_is_the_deploy_user",
+               "checks/accounts_rules.py::empty_password_violations",
+               "checks/accounts_rules.py::system_shell_violations",
+               "checks/accounts_rules.py::sudo_group_violations"),
+        planted=(f"{ACCOUNTS_FILES}::test_planted_account_violations_fail_naming_each_fix",),
+        cited_as=("ACCOUNTS",),
+        gap="Judged from /etc/passwd, /etc/group and /etc/shadow only: sudoers rules naming "
+            "other users (a line in /etc/sudoers.d) are not judged.",
+    ),
+    Invariant(
+        18, "Accounts and files", "Login policy and banners",
+        statement="/etc/login.defs: UMASK 027 (or stricter), PASS_MAX_DAYS ≤ 365, "
+                  "PASS_MIN_DAYS ≥ 1, PASS_WARN_AGE ≥ 7, ENCRYPT_METHOD YESCRYPT or SHA512, "
+                  "SHA_CRYPT_MIN_ROUNDS and SHA_CRYPT_MAX_ROUNDS ≥ 5000, LOGIN_RETRIES ≤ 3. "
+                  "/etc/issue and /etc/issue.net hold an authorised-use notice and /etc/motd "
+                  "nothing about the OS (no name, version or getty escape); sshd shows "
+                  "/etc/issue.net before authentication.",
+        why="New files closed to others by default, password ageing and hashing for the day "
+            "a password exists (Lynis AUTH-9230/9286/9328); banners that tell an attacker "
+            "nothing about the OS and tell a user the rules (CIS 1.7, Lynis BANN-7126/7130).",
+        fix="Re-run the deploy (accounts step), or the `sed`/`tee` command the message gives.",
+        check=("checks/test_accounts.py::test_login_defs_policy",
+               "checks/test_accounts.py::test_login_banners_name_no_os",
+               "checks/test_accounts.py::test_sshd_shows_the_banner",
+               "checks/accounts_rules.py::login_defs_violations",
+               "checks/accounts_rules.py::banner_violations"),
+        planted=(f"{ACCOUNTS_FILES}::test_planted_account_violations_fail_naming_each_fix",),
+        cited_as=("ACCOUNTS",),
+        gap="sshd's Banner is judged only where sshd runs (skipped in the container of the "
+            "planted test); the dynamic motd (/etc/update-motd.d, e.g. Debian's 10-uname) is "
+            "not judged, only /etc/motd.",
+    ),
+    Invariant(
+        19, "Accounts and files", "Permission baseline under /etc",
+        statement="/etc/passwd and /etc/group 0644 root:root, /etc/shadow and /etc/gshadow "
+                  "0640 root:shadow, /etc/ssh/sshd_config and /etc/crontab 0600 root:root, "
+                  "/etc/cron.hourly, cron.daily, cron.weekly, cron.monthly and cron.d 0700 "
+                  "root:root (stricter passes; absent paths are skipped). No regular file "
+                  "under /etc is world-writable.",
+        why="Readable hashes can be cracked offline; a world-writable file under /etc is a "
+            "configuration anyone on the host can rewrite; cron's files say what runs as "
+            "root (CIS 7.1, 5.1.1, 2.4.1; dev-sec os-03..os-06).",
+        fix="The `chmod`/`chown` the message names, or re-run the deploy (files step).",
+        check=("checks/test_files.py::test_permission_baseline",
+               "checks/test_files.py::test_no_world_writable_file_under_etc",
+               "checks/accounts_rules.py::permission_violations",
+               "checks/accounts_rules.py::world_writable_violations"),
+        planted=(f"{ACCOUNTS_FILES}::test_planted_file_violations_fail_naming_each_fix",),
+        cited_as=("FILES",),
+    ),
+    Invariant(
+        20, "Accounts and files", "No compilers on the host",
+        statement="No compiler or build tool is installed: build-essential, gcc, g++, clang "
+                  "(any version), tcc, make. The host runs images built elsewhere.",
+        why="A compiler on the host lets an intruder build an exploit for the exact kernel "
+            "and libraries in place; Docker needs none of them.",
+        fix="`sudo apt-get purge -y PACKAGE`, or re-run the deploy (accounts step purges "
+            "LoginSettings.compiler_packages).",
+        check=("checks/test_files.py::test_no_compilers",
+               "checks/accounts_rules.py::compiler_violations"),
+        planted=(f"{ACCOUNTS_FILES}::test_planted_file_violations_fail_naming_each_fix",),
+        cited_as=("FILES",),
+        gap="The planted package is a stand-in `make` built with dpkg-deb in the container "
+            "(no network needed); the check reads dpkg's database, as it would for the real "
+            "package.",
+    ),
+    # ---------------------------------------------------------------------------- Kernel
+    Invariant(
+        21, "Kernel", "Unused and risky kernel modules cannot load",
+        statement="Every module of the blacklist (dccp, sctp, rds, tipc; cramfs, freevxfs, hfs, "
+                  "hfsplus, jffs2, udf; usb-storage, firewire-core, firewire-ohci, bluetooth, "
+                  "btusb) has `install M /bin/false` and `blacklist M` in modprobe.d "
+                  "(/etc/modprobe.d/vos-blacklist.conf), no other file gives it another install "
+                  "command, and none of them is loaded. Docker's and the mesh's modules "
+                  "(overlay, br_netfilter, veth, nf_*/xt_*/iptables, wireguard) are never listed "
+                  "(the inventory model refuses them).",
+        why="Rare protocols and filesystems are where kernel bugs reachable by an unprivileged "
+            "socket(2) or mount(2) live (CIS 1.1.1.x, 3.2.x; Lynis NETW-3200, USB-1000, "
+            "STRG-1846); a VPS needs none of them.",
+        fix="Re-run the deploy (kernel step); delete the line that overrides the install "
+            "command; `sudo modprobe -r MODULE` for a loaded one.",
+        check=("checks/test_kernel.py::test_modules_blacklisted",
+               "checks/test_kernel.py::test_no_blacklisted_module_loaded",
+               "checks/kernel_rules.py::modprobe_violations",
+               "checks/kernel_rules.py::loaded_violations"),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
+                 f"{KERNEL_CONTAINER}::test_modprobe_files_planted_wrong_then_right"),
+        cited_as=("KERNEL",),
+    ),
+    Invariant(
+        22, "Kernel", "No core dumps",
+        statement="pam_limits gives everyone a hard core limit of 0 (`* hard core 0` in "
+                  "/etc/security/limits.d/vos-coredump.conf, no non-zero hard core line "
+                  "anywhere); systemd-coredump's effective Storage=none and ProcessSizeMax=0 "
+                  "(/etc/systemd/coredump.conf.d/vos.conf); fs.suid_dumpable=0 (§10).",
+        why="A core dump of the API, the worker or sshd holds secrets, provider keys and "
+            "session material in a file on disk (CIS 1.5.x, Lynis KRNL-5820).",
+        fix="Re-run the deploy (kernel step) and delete the line that overrides it.",
+        check=("checks/test_kernel.py::test_core_dump_hard_limit_zero",
+               "checks/test_kernel.py::test_systemd_coredump_keeps_nothing",
+               "checks/kernel_rules.py::limits_violations",
+               "checks/kernel_rules.py::coredump_violations"),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
+                 f"{KERNEL_CONTAINER}::test_coredump_files_planted_wrong_then_right"),
+        cited_as=("KERNEL",),
+    ),
+    Invariant(
+        23, "Kernel", "/dev/shm and /tmp cannot host devices or set-uid programs",
+        statement="/dev/shm is mounted nodev,nosuid,noexec (live, and in /etc/fstab for the "
+                  "next boot); /tmp, when it is its own mount (Debian 13's tmp.mount tmpfs), "
+                  "is nodev,nosuid. /tmp keeps exec: apt hooks may run from it.",
+        why="World-writable places are where an intruder drops a tool; noexec/nosuid/nodev "
+            "take away running it, set-uid tricks and device nodes (CIS 1.1.2.x).",
+        fix="Re-run the deploy (kernel step); `sudo mount -o remount,nodev,nosuid,noexec "
+            "/dev/shm`.",
+        check=("checks/test_kernel.py::test_dev_shm_nodev_nosuid_noexec",
+               "checks/test_kernel.py::test_tmp_nodev_nosuid_when_its_own_mount",
+               "checks/kernel_rules.py::mount_violations"),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
+                 f"{KERNEL_CONTAINER}::test_mount_options_planted_wrong_then_right"),
+        cited_as=("KERNEL",),
+    ),
+    # ------------------------------------------------------------ Audit and confinement
+    Invariant(
+        24, "Audit and confinement", "auditd records identity, sshd, time, module and "
+                                     "Docker changes",
+        statement="auditd is enabled and running, and the kernel's loaded rules (`auditctl -l`) "
+                  "watch /etc/passwd, group, shadow, gshadow, sudoers, sudoers.d, sshd_config "
+                  "and sshd_config.d, /etc/localtime, /sbin/modprobe and every Docker path "
+                  "present (dockerd, containerd, runc, /run/containerd, /var/lib/docker, "
+                  "/etc/docker, daemon.json, /etc/default/docker, docker.service, docker.socket:"
+                  " CIS Docker 1.1.x), and audit the time syscalls and init/finit/delete_module. "
+                  "Not immutable (no -e 2): the deploy reloads rules without a reboot.",
+        why="After an intrusion the audit log is how you learn what changed; the rules cover "
+            "what an intruder changes first (accounts, sudo, sshd, kernel modules, the "
+            "container engine) (CIS 6.3.x, Lynis ACCT-9628/9630).",
+        fix="`sudo augenrules --load`; `sudo systemctl enable --now auditd`; or re-run the "
+            "deploy (audit step).",
+        check=("checks/test_audit.py::test_auditd_running",
+               "checks/test_audit.py::test_audit_rules_loaded",
+               "checks/kernel_rules.py::audit_violations"),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
+        cited_as=("AUDIT",),
+        gap="Judged on a host only (the checks skip in a container); the Docker paths watched "
+            "are those present when the deploy runs.",
+    ),
+    Invariant(
+        25, "Audit and confinement", "AppArmor confines every container",
+        statement="The apparmor package is installed (dockerd applies profiles only when "
+                  "apparmor_parser exists at its start), apparmor.service is enabled, the kernel "
+                  "enforces AppArmor, and every running container has a profile "
+                  "(docker-default or its own): none runs `apparmor=unconfined`, privileged, "
+                  "or without a profile.",
+        why="The profile is the container's second wall after capabilities and "
+            "no-new-privileges: it denies mount, /proc and /sys writes and raw kernel "
+            "interfaces even to root in the container (CIS 1.3.1.x, CIS Docker 5.1).",
+        fix="`sudo apt-get install apparmor && sudo systemctl restart docker`, then restart "
+            "(or recreate without the unconfined option) the container; or re-run the deploy "
+            "(audit step).",
+        check=("checks/test_audit.py::test_apparmor_enabled",
+               "checks/test_audit.py::test_every_running_container_is_confined",
+               "checks/kernel_rules.py::unconfined_containers"),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
+        cited_as=("AUDIT",),
+        gap="Judged on a host only (the checks skip in a container).",
     ),
 ]
 

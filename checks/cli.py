@@ -55,7 +55,7 @@ def check(
         help="the host's mesh IP (default: read on the host)")] = None,
     family: Annotated[list[str] | None, typer.Option(
         "--family", "-f", help="only this invariant family (repeatable): exposure, ssh, "
-                               "firewall, fail2ban, sysctl, docker, accounts, base")] = None,
+                               "firewall, fail2ban, sysctl, docker, accounts, files, base")] = None,
 ) -> None:
     """Run every check in checks/ against TARGET; exit 1 naming each broken invariant."""
     if target == "staging":

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,17 @@ def mesh_ip(host, expect: Expectations) -> str:
         pytest.fail(f"MESH: interface {expect.mesh_interface} has no IPv4 address on the host — "
                     "run the deploy (mesh step); every exposure check depends on it")
     return fields[fields.index("inet") + 1].split("/")[0]
+
+
+def as_root(host):
+    """testinfra's sudo, unless the checks already run as root (a container, `local://` as
+    root): the gate connects as the deploy user, the integration tests as root.
+
+    Example:
+        with as_root(host):
+            shadow = host.file("/etc/shadow").content_string
+    """
+    return nullcontext() if host.check_output("id -u").strip() == "0" else host.sudo()
 
 
 _results: dict[str, list] = {"failures": [], "passed": [], "skipped": []}

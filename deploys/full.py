@@ -8,7 +8,7 @@ Step 0 (preflight) happened already when the inventory was loaded: roles/setting
 validated every host's data before pyinfra connected; it is re-read here, typed, so the
 roles get values instead of dictionary lookups. Then the OS is checked, and the steps run:
 
-  1 preflight  2 base  3 users and keys  4 sysctl  5 firewall  6 fail2ban  7 mesh
+  1 preflight  2 base  3 users, keys and accounts  4 kernel  5 firewall  6 fail2ban  7 mesh
   8 lockout-safe SSH cutover  9 docker  10 app stack  11 scheduled backups  12 gate
 
 Steps 10 and 11 run when the inventory has a `stack` / `backups` block. The stack step
@@ -28,7 +28,22 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files, server
 
 from checks.gate import invariants_hold
-from roles import backups, base, docker, fail2ban, firewall, mesh, ssh, stack, sysctl, users
+from roles import (
+    accounts,
+    audit,
+    backups,
+    base,
+    docker,
+    fail2ban,
+    firewall,
+    kernel,
+    mesh,
+    ssh,
+    stack,
+    sysctl,
+    users,
+)
+from roles import files as file_modes  # pyinfra's `files` operations are imported above
 from roles.settings import settings_from_host_data
 
 SUPPORTED = {"Ubuntu": 24, "Debian": 12}  # distribution -> lowest major version
@@ -82,14 +97,23 @@ base.time_sync()
 base.journald()
 base.lock_root()
 
-# 3. Users and keys; sshd accepts exactly those keys for exactly those users from now on.
-step(3, "users and keys")
+# 3. Users, keys and accounts; sshd accepts exactly those keys for exactly those users from
+#    now on; login.defs, the banners (sshd shows /etc/issue.net), no keys for root, no
+#    compilers on the host.
+step(3, "users, keys and accounts")
 users.deploy_user(settings.deploy_user, public_keys=settings.operator_public_keys)
+accounts.login_defs(settings.login)
+accounts.banners(settings.login)
+accounts.no_root_keys()
+accounts.no_compilers(settings.login)
 ssh.harden(allow_users=[settings.deploy_user])
 
-# 4. Kernel settings.
-step(4, "sysctl")
+# 4. Kernel: settings, module blacklist, core dumps off, /dev/shm nodev,nosuid,noexec.
+step(4, "kernel")
 sysctl.harden()
+kernel.module_blacklist(modules=settings.kernel.module_blacklist)
+kernel.core_dumps()
+kernel.shared_memory()
 
 # 5. Firewall: public SSH stays allowed only until the cutover has happened once.
 step(5, "firewall")
@@ -125,9 +149,13 @@ else:
     ssh.cutover(mesh_ip=mesh_ip, user=settings.deploy_user, key_file=ssh_key,
                 known_hosts_file=known_hosts)
 
-    # 9. Docker, bound to the mesh.
+    # 9. Docker, bound to the mesh; AppArmor first (dockerd confines containers only when
+    #    apparmor_parser exists as it starts), auditd after (its rules watch Docker's files,
+    #    which exist only once Docker is installed).
     step(9, "docker")
+    audit.apparmor()
     docker.engine(mesh_ip=mesh_ip)
+    audit.auditd()
 
     # 10. The app stack: image shipped, migrations, compose gated statically, health-gated
     #     release with automatic rollback, runtime binding grep.
@@ -140,6 +168,9 @@ else:
     if settings.backups:
         step(11, "scheduled backups")
         backups.scheduled(settings.backups)
+
+    # File modes last: cron's files arrive with the backups step above.
+    file_modes.permissions()
 
     # 12. Gate: every check in checks/ (checks/test_stack.py too), from the operator's side,
     #     over the mesh.

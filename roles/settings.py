@@ -383,6 +383,117 @@ class StackSettings(_Strict):
         return self
 
 
+# What a login banner must not say (CIS 1.7: no OS name or version, no getty escapes that print
+# them); checks/accounts_rules.py judges the host by the same words.
+BANNER_FORBIDDEN = re.compile(r"\\[mrsv]|debian|ubuntu|gnu/linux|linux", re.IGNORECASE)
+DEFAULT_BANNER = ("Authorised access only. This is a private system; activity on it is "
+                  "monitored and logged. Unauthorised use is prohibited and may be subject to "
+                  "criminal prosecution.")
+
+
+class LoginSettings(_Strict):
+    """Login policy, banners and what may not stay on the host (roles/accounts.py).
+
+    Bounds are the baseline's (CIS Ubuntu 24.04 L2, dev-sec linux-baseline, Lynis AUTH-9230/
+    9286/9328): a value the gate would fail (checks/test_accounts.py) cannot be configured.
+    PASS_* apply to passwords set from now on; no account here has one (keys only, §11).
+
+    Example:
+        >>> LoginSettings().umask, LoginSettings().pass_max_days
+        ('027', 365)
+    """
+
+    umask: Literal["027", "077"] = "027"  # login.defs UMASK (pam_umask reads it)
+    pass_max_days: int = Field(365, ge=1, le=365)  # PASS_MAX_DAYS
+    pass_min_days: int = Field(1, ge=1, le=365)  # PASS_MIN_DAYS
+    pass_warn_age: int = Field(7, ge=7, le=365)  # PASS_WARN_AGE
+    encrypt_method: Literal["YESCRYPT", "SHA512"] = "YESCRYPT"  # Debian 13's default
+    # SHA_CRYPT_*: used only when encrypt_method is SHA512; set anyway (Lynis AUTH-9230).
+    sha_crypt_min_rounds: int = Field(5000, ge=5000, le=10_000_000)
+    sha_crypt_max_rounds: int = Field(100_000, ge=5000, le=10_000_000)
+    login_retries: int = Field(3, ge=1, le=3)  # LOGIN_RETRIES
+    # /etc/issue and /etc/issue.net (and sshd's Banner); /etc/motd is left empty.
+    banner: str = Field(DEFAULT_BANNER, min_length=20, max_length=1000)
+    # Packages purged if installed (Python regexes, whole-name match): compilers and build
+    # tools an intruder would use to build exploits on the host. Docker needs none of them.
+    compiler_packages: list[str] = Field(default_factory=lambda: [
+        "build-essential", r"gcc(-\d+)?", r"g\+\+(-\d+)?", r"clang(-\d+)?", "tcc", "make"])
+
+    @field_validator("banner")
+    @classmethod
+    def _banner(cls, value: str) -> str:
+        if BANNER_FORBIDDEN.search(value):
+            raise ValueError("the banner must not name the OS or use getty escapes "
+                             "(\\m \\r \\s \\v): CIS 1.7")
+        if any(ord(ch) < 32 and ch != "\n" for ch in value):
+            raise ValueError("the banner may hold printable text and newlines only")
+        return value
+
+    @field_validator("compiler_packages")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"{pattern!r} is not a regular expression: {error}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _rounds(self) -> LoginSettings:
+        if self.sha_crypt_max_rounds < self.sha_crypt_min_rounds:
+            raise ValueError("sha_crypt_max_rounds is below sha_crypt_min_rounds")
+        return self
+
+
+# Modules Docker and the mesh load: never blacklisted (a typo in the knob must not cost the
+# engine its bridges/NAT or the host its WireGuard tunnel).
+KERNEL_MODULES_NEEDED = re.compile(
+    r"^(overlay|br_netfilter|bridge|veth|vxlan|wireguard|ip_tables|ip6_tables|x_tables|"
+    r"iptable_\w+|ip6table_\w+|nf_\w+|nft_\w+|xt_\w+|ipt_\w+|ip6t_\w+|llc|stp|tun|"
+    r"udp_tunnel|ip6_udp_tunnel|ext4|tmpfs|autofs4)$")
+KERNEL_MODULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,55}$")
+DEFAULT_MODULE_BLACKLIST = (
+    # rare network protocols (CIS 3.2.x, NETW-3200)
+    "dccp", "sctp", "rds", "tipc",
+    # unused filesystems (CIS 1.1.1.x, STRG-1846 for usb-storage)
+    "cramfs", "freevxfs", "hfs", "hfsplus", "jffs2", "udf",
+    # removable media and radios a VPS never has (USB-1000)
+    "usb-storage", "firewire-core", "firewire-ohci", "bluetooth", "btusb",
+)
+
+
+class KernelSettings(_Strict):
+    """Kernel-level controls (roles/kernel.py, INVARIANTS.md §21-23).
+
+    `module_blacklist`: modules that may never load (`install M /bin/false` + `blacklist M`
+    in /etc/modprobe.d/vos-blacklist.conf). What Docker and the mesh need (overlay,
+    br_netfilter, veth, nf_*/xt_*/iptables, wireguard) is refused here.
+
+    Example:
+        >>> "sctp" in KernelSettings().module_blacklist
+        True
+        >>> try:
+        ...     KernelSettings(module_blacklist=["nf_conntrack"])
+        ... except ValidationError as error:
+        ...     print(error.errors()[0]["msg"])
+        Value error, nf_conntrack is needed by Docker or the mesh; it cannot be blacklisted
+    """
+
+    module_blacklist: list[str] = Field(default_factory=lambda: list(DEFAULT_MODULE_BLACKLIST))
+
+    @field_validator("module_blacklist")
+    @classmethod
+    def _modules(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not KERNEL_MODULE_NAME.match(name):
+                raise ValueError(f"{name[:60]!r} is not a kernel module name")
+            if KERNEL_MODULES_NEEDED.match(name.replace("-", "_")):
+                raise ValueError(f"{name} is needed by Docker or the mesh; it cannot be "
+                                 "blacklisted")
+        return value
+
+
 class HostSettings(_Strict):
     """One host's inventory data. Extend by adding fields; never rename existing ones."""
 
@@ -404,6 +515,8 @@ class HostSettings(_Strict):
     mesh: MeshSettings
     backups: BackupSettings | None = None
     stack: StackSettings | None = None
+    kernel: KernelSettings = KernelSettings()
+    login: LoginSettings = LoginSettings()  # roles/accounts.py
 
     # ---- derived values: every deploy, role and `vos check` reads these, none re-derives them
 

@@ -154,54 +154,6 @@ def test_ssh_audit_hardened_ubuntu_2404_policy(converged_vm):
 # ------------------------------------------------------------- mutations
 
 
-@pytest.mark.converged_vm_last(0)
-def test_mutations_host_side_each_fail_the_gate(converged_vm):
-    """Listener on 0.0.0.0:9999, `ufw allow 5432`, PasswordAuthentication yes,
-    PermitRootLogin yes, fail2ban stopped: each fails the gate (the family it breaks) naming
-    the cause, and is restored before the next; then the whole gate is green again. Last:
-    repeated bad SSH logins from a namespace address get it banned (that re-opens public SSH
-    on purpose, so this runs on the shared converged VM after every test but the backups
-    one, which needs only the mesh: no VM boot of its own)."""
-    vm = converged_vm
-
-    vm.ssh("sudo systemd-run --unit vos-mutation-9999 python3 -m http.server 9999 "
-           "--bind 0.0.0.0")
-    time.sleep(3)
-    assert_gate_fails_naming(vm, "EXPOSURE §1: python3 (pid", "listens on 0.0.0.0:9999",
-                             "bind it to the mesh IP", family="exposure")
-    vm.ssh("sudo systemctl stop vos-mutation-9999")
-
-    vm.ssh("sudo ufw allow 5432")
-    assert_gate_fails_naming(vm, "FIREWALL §5: UFW rule `5432 ALLOW IN Anywhere`",
-                             "sudo ufw delete allow 5432", family="firewall")
-    vm.ssh("sudo ufw delete allow 5432")
-
-    mutation = "/etc/ssh/sshd_config.d/00-a-mutation.conf"
-    for line, named in (("PasswordAuthentication yes", "passwordauthentication is yes"),
-                        ("PermitRootLogin yes", "permitrootlogin is yes")):
-        vm.ssh(f"echo '{line}' | sudo tee {mutation} && sudo sshd -t && "
-               "sudo systemctl reload ssh && sleep 3")
-        assert_gate_fails_naming(vm, f"SSH §6: {named}, must be no", family="ssh")
-        vm.ssh(f"sudo rm {mutation} && sudo systemctl reload ssh && sleep 3")
-
-    vm.ssh("sudo systemctl stop fail2ban")
-    assert_gate_fails_naming(vm, "FAIL2BAN §9: fail2ban is not running", family="fail2ban")
-    # fail2ban takes seconds to load its jails under TCG: wait (bounded) for the sshd jail.
-    vm.ssh("sudo systemctl start fail2ban && for i in $(seq 90); do "
-           "sudo fail2ban-client status sshd >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
-
-    # every mutation restored: the whole gate is green again
-    assert_gate_green(vm)
-
-    # last (it re-opens public SSH on purpose): a real ban; then public SSH closed again, as
-    # the backups test shares this VM
-    try:
-        fail2ban_bans_repeated_bad_logins(vm)
-    finally:
-        vm.ssh("sudo rm -f /etc/ssh/sshd_config.d/11-test-public.conf && sudo sshd -t && "
-               "sudo systemctl reload ssh && sudo ufw delete allow 22/tcp", check=False)
-
-
 # No registry here: an image of nothing but merged-/usr symlinks, run with the host's /usr
 # mounted read-only, serves HTTP with the host's python3 (seconds to build, no downloads).
 PROBE_IMAGE = (

@@ -200,14 +200,62 @@ def test_door_logs_reach_journald_as_vos_door(converged_vm, tmp_path):
     pytest.fail(f"no door_reject line under identifier vos-door in journald:\n{out[-2000:]}")
 
 
-def test_second_full_deploy_changes_nothing_and_restarts_nothing(converged_vm):
-    before = containers(converged_vm)
+def operation_outcomes(output: str) -> list[tuple[str, str]]:
+    """(operation, "Success" | "No changes" | "Error…") for every operation pyinfra started,
+    from its per-operation log lines: unlike the results table, also there when a failing
+    operation ends the run.
+
+    Example:
+        >>> operation_outcomes("--> Starting operation: A | b\\n    [staging] No changes\\n"
+        ...                    "--> Starting operation: Gate\\n    [staging] Error: x\\n")
+        [('A | b', 'No changes'), ('Gate', 'Error: x')]
+    """
+    import re
+
+    outcomes, current = [], None
+    for line in output.splitlines():
+        if "--> Starting operation: " in line:
+            current = line.split("--> Starting operation: ", 1)[1].strip()
+            continue
+        status = re.search(r"\[[^\]]+\] ((?:Success|No changes|Error).*)$", line.strip())
+        if current and status:
+            outcomes.append((current, status.group(1)))
+            current = None
+    return outcomes
+
+
+RED_GATE_UNIT, RED_GATE_PORT = "vos-red-gate", 9998
+
+
+def test_second_full_deploy_changes_nothing_restarts_nothing_and_its_gate_stops_a_violation(
+        converged_vm):
+    """One second `deploys/full.py` run (~5 min under TCG) proves three things: idempotence
+    (no operation changes anything), no container restarted, and the deploy gate's red
+    branch: a listener on 0.0.0.0 that no step manages makes the deploy exit non-zero at its
+    last step, naming EXPOSURE §1 and the fix."""
+    vm = converged_vm
+    before = containers(vm)
     assert {"vos-api-1", "vos-door-1"} <= set(before), before
-    result = converged_vm.run_pyinfra(FULL_DEPLOY)
+    vm.ssh(f"sudo systemd-run --unit {RED_GATE_UNIT} python3 -m http.server {RED_GATE_PORT} "
+           "--bind 0.0.0.0 && for i in $(seq 30); do ss -Htln 'sport = :"
+           f"{RED_GATE_PORT}' | grep -q LISTEN && exit 0; sleep 1; done; exit 1")
+    try:
+        result = vm.run_pyinfra(FULL_DEPLOY)
+    finally:
+        vm.ssh(f"sudo systemctl stop {RED_GATE_UNIT}", check=False)
     output = pyinfra_output(result)
-    assert result.returncode == 0, output[-4000:]
-    assert changed_operations(output) == [], output[-6000:]
-    assert containers(converged_vm) == before, "a container was restarted or replaced"
+    outcomes = operation_outcomes(output)
+    assert len(outcomes) > 50, f"pyinfra's per-operation lines not found:\n{output[-4000:]}"
+    changed = [name for name, status in outcomes if status.startswith("Success")]
+    assert changed == [], f"a second deploy changed {changed}\n{output[-6000:]}"
+    assert containers(vm) == before, "a container was restarted or replaced"
+    failed = [name for name, status in outcomes if status.startswith("Error")]
+    assert result.returncode != 0 and len(failed) == 1 and failed[0].startswith("Gate:"), (
+        f"the deploy did not stop at its gate (exit {result.returncode}, failed {failed})\n"
+        f"{output[-4000:]}")
+    for fragment in ("EXPOSURE §1: python3 (pid", f"listens on 0.0.0.0:{RED_GATE_PORT}",
+                     "bind it to the mesh IP"):
+        assert fragment in output, f"the gate's message lacks {fragment!r}\n{output[-4000:]}"
 
 
 # ------------------------------------------------------------------ throwaway VMs

@@ -259,7 +259,8 @@ ENTRIES = [
             "volume in templates/stack/compose.yml.j2; deploy again.",
         check=("checks/test_stack.py::test_stack_containers_are_hardened",
                "stack/gate.py::compose_violations"),
-        planted=(f"{STACK_RUNTIME}::test_unhardened_stack_container_fails",
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
+                 f"{STACK_RUNTIME}::test_unhardened_stack_container_fails",
                  f"{STACK_STAGING}::test_static_gate_stops_planted_templates_before_anything_"
                  "starts"),
         cited_as=("STACK",),

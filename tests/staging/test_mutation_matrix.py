@@ -47,11 +47,12 @@ DUMMY_MAKE = (
     "Architecture: all\\nMaintainer: vos <vos@localhost>\\nDescription: matrix stand-in\\n' "
     "> $d/DEBIAN/control && dpkg-deb -b $d /tmp/vos-matrix-make.deb >/dev/null && "
     "sudo dpkg -i /tmp/vos-matrix-make.deb >/dev/null && rm -rf $d /tmp/vos-matrix-make.deb")
-UNCONFINED = (  # a container started with AppArmor turned off
+UNCONFINED = (  # a container with AppArmor off, labelled as the stack's, with a writable root
     "d=$(mktemp -d) && for l in bin sbin lib lib64; do ln -s usr/$l $d/$l; done && sudo tar "
     "-C $d -c . | sudo docker import - vos-matrix-aa:1 >/dev/null && rm -rf $d && sudo docker "
     "run -d --name vos-matrix-aa --network none --security-opt apparmor=unconfined "
-    "-v /usr:/usr:ro vos-matrix-aa:1 /usr/bin/sleep 3600 >/dev/null")
+    "--label io.agent-vos.image=matrix -v /usr:/usr:ro vos-matrix-aa:1 /usr/bin/sleep 3600 "
+    ">/dev/null")
 
 MATRIX: list[Mutation] = [
     Mutation(1, "a listener on all interfaces",
@@ -171,6 +172,9 @@ MATRIX: list[Mutation] = [
              ">/dev/null && sudo docker rmi vos-matrix-aa:1 >/dev/null",
              ("AUDIT §25: container 'vos-matrix-aa' runs unconfined",
               "AUDIT §25: apparmor.service is disabled")),
+    Mutation(12, "a stack container with a writable root (the §25 row's container)",
+             "true", "true",
+             ("STACK §12: container 'vos-matrix-aa' has a writable root filesystem",)),
     Mutation(11, "unattended security upgrades off",
              f"echo 'APT::Periodic::Unattended-Upgrade \"0\";' | sudo tee {APT_DROP_IN} "
              ">/dev/null",
@@ -185,8 +189,6 @@ def test_the_matrix_covers_the_invariants_a_command_can_break():
 
     elsewhere = {
         4: "outside scan: tests/staging/test_hardening.py (row 1 also shows up there)",
-        12: "container hardening: tests/integration/test_stack_runtime.py plants it on a real "
-            "engine; the stack's own containers are recreated only by a deploy",
         13: "secrets at rest: tests/integration/test_backups.py and the files family",
         14: "backup key: tests/staging/test_backups_staging.py plants a secret key",
         15: "a fresh backup: tests/staging/test_backups_staging.py ages the newest backup",

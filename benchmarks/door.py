@@ -1,19 +1,23 @@
 """Benchmark: accepted callbacks per second through the door vs. pgbench single-row inserts.
 
 What it measures, on this machine, in one run:
-  1. the door as shipped (`vos door serve`: uvicorn, VOS_DOOR_WORKERS processes) on
-     127.0.0.1, receiving real Standard Webhooks-signed `task.create` callbacks from N
-     concurrent keep-alive clients; every accepted request verifies the HMAC and makes one
-     round trip (`door_accept`) that inserts a callback, a task and its task_event (with
-     NOTIFY) in one transaction as the RLS-confined `vos_app` role;
+  1. the door as shipped (`vos door serve`: uvicorn, `--workers` processes, default one
+     per core, as VOS_DOOR_WORKERS would set them) on 127.0.0.1, receiving real Standard
+     Webhooks-signed `task.create` callbacks from N concurrent keep-alive clients; every
+     accepted request verifies the HMAC and makes one round trip (`door_accept`) that
+     inserts a callback, a task and its task_event (with NOTIFY) in one transaction as the
+     RLS-confined `vos_app` role;
   2. the same door refusing requests with a bad signature (401): rejected/s, and the
      `door_reject` JSON lines counted in its log (fail2ban needs every one);
   3. the door's memory: the RSS of its processes (the supervisor and its workers);
   4. pgbench against the same Postgres: one `INSERT` of a single row per transaction, same
      number of clients;
 and prints accepted/s, p50/p99 latency, rejected/s, RSS, pgbench TPS and the ratio
-door/pgbench, with the evidence of where the door's time goes: its CPU per callback, how
-long it sat runnable waiting for a CPU (schedstat: a busy machine starving it), and what its
+door/pgbench, with the evidence of where the door's time goes: its CPU per callback (and per
+rejection), how long it sat runnable waiting for a CPU (schedstat: a busy machine starving
+it), its Postgres server's CPU per callback and transactions per callback (pg_stat_database:
+how well group commit batched), how busy the whole machine was and how much of that was other
+processes (/proc/stat: on a shared machine, the CPU the door never had), and what its
 Postgres backends were doing (pg_stat_activity every 20 ms: on CPU, IO:WALSync,
 Lock:object = the NOTIFY commit lock, idle = waiting for the door).
 The load generator speaks HTTP/1.1 over raw asyncio streams with pre-signed
@@ -25,7 +29,7 @@ when unset, a durable (fsync on) embedded Postgres in a temporary directory.
 
 Example:
     .venv/bin/python benchmarks/door.py --seconds 10 --clients 16
-    VOS_DOOR_WORKERS=2 .venv/bin/python benchmarks/door.py --seconds 10 --clients 16
+    .venv/bin/python benchmarks/door.py --seconds 10 --clients 16 --workers 1
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -86,9 +91,10 @@ def prepare(owner: str, app_password: str, source: str) -> None:
                      "PRIMARY KEY, body text NOT NULL, created_at timestamptz DEFAULT now())")
 
 
-def start_door(app_dsn: str, secret: str, source: str, port: int, log: Path) -> subprocess.Popen:
+def start_door(app_dsn: str, secret: str, source: str, port: int, log: Path,
+               workers: int) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": app_dsn, "VOS_DOOR_SECRETS": json.dumps({source: secret}),
-           "VOS_DB_POOL_MAX_SIZE": "16"}
+           "VOS_DB_POOL_MAX_SIZE": "16", "VOS_DOOR_WORKERS": str(workers)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "door", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
@@ -237,6 +243,43 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def postmaster_pid(owner: str) -> int | None:
+    """The pid of this database's server if it runs on this machine (a backend's parent),
+    else None: other Postgres servers on a shared machine are not counted as its CPU."""
+    with psycopg.connect(owner, autocommit=True) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        try:
+            stat = Path(f"/proc/{backend}/stat").read_text()
+        except OSError:
+            return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def postgres_cpu_seconds(postmaster: int | None) -> float:
+    """CPU time of the server's processes alive now (its backends, WAL writer, …)."""
+    total = 0.0
+    for pid in process_tree(postmaster) if postmaster else []:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += cpu_seconds([pid])
+    return total
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, /proc/stat): with the door's, its
+    Postgres's and the load generator's, what else on a shared machine took."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def transactions(owner: str) -> int:
+    """Transactions committed or rolled back in this database so far (pg_stat_database)."""
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        return conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                            "WHERE datname = current_database()").fetchone()[0]
+
+
 def run_pgbench(owner: str, clients: int, seconds: int, workdir: Path) -> float:
     pgbench = shutil.which("pgbench") or next(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
     script = workdir / "single_insert.sql"
@@ -257,7 +300,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each run")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument(
+        "--workers", type=int, default=int(os.environ.get("VOS_DOOR_WORKERS", "0")) or None,
+        help="door processes (VOS_DOOR_WORKERS; default: VOS_DOOR_WORKERS if set, else one "
+             "per core)")
     args = parser.parse_args()
+    workers = args.workers or os.cpu_count() or 1
 
     tmp = Path(tempfile.mkdtemp(prefix="vos-bench-"))
     tmp.chmod(0o711)
@@ -277,7 +325,7 @@ def main() -> None:
         step(f"starting `vos door serve` on 127.0.0.1:{port}")
         door_log = tmp / "door.log"
         door = start_door(make_conninfo(owner, user="vos_app", password=app_password),
-                          secret, source, port, door_log)
+                          secret, source, port, door_log, workers)
         path = f"/callbacks/{source}"
         requests = [raw_request(port, path, body, headers)
                     for body, headers in signed_requests(secret, 4000 * args.seconds)]
@@ -287,7 +335,9 @@ def main() -> None:
         pids = process_tree(door.pid)
         step(f"door: {args.clients} clients for {args.seconds} s ({len(pids)} processes)")
         door_cpu_before, client_cpu_before = cpu_seconds(pids), time.process_time()
-        starved_before = runqueue_seconds(pids)
+        postmaster = postmaster_pid(owner)
+        starved_before, pg_cpu_before = runqueue_seconds(pids), postgres_cpu_seconds(postmaster)
+        xacts_before, machine_before = transactions(owner), machine_cpu_seconds()
         sampler = WaitSampler(owner)
         sampler.start()
         started = time.monotonic()
@@ -298,15 +348,21 @@ def main() -> None:
         door_cpu = cpu_seconds(pids) - door_cpu_before
         starved = runqueue_seconds(pids) - starved_before
         client_cpu = time.process_time() - client_cpu_before
+        pg_cpu = postgres_cpu_seconds(postmaster) - pg_cpu_before
+        machine_cpu = machine_cpu_seconds() - machine_before
+        # the sampler's own queries are one autocommit transaction each
+        xacts = transactions(owner) - xacts_before - sampler.samples - 1
         load = os.getloadavg()[0]
         step(f"door refusing bad signatures: {args.clients} clients for {args.seconds} s")
         log_lines_before = door_log.read_text().count("\n")
         forged = [raw_request(port, path, body, {**headers, "webhook-signature": "v1,"
                                                  + base64.b64encode(b"x" * 32).decode()})
                   for body, headers in signed_requests(secret, 10000 * args.seconds)]
+        door_cpu_before = cpu_seconds(pids)
         started = time.monotonic()
         _, refused = asyncio.run(hammer(port, forged, args.clients, args.seconds))
         refused_elapsed = time.monotonic() - started
+        refused_cpu = cpu_seconds(pids) - door_cpu_before
         rss = rss_mib(process_tree(door.pid))
         door.terminate()
         door.wait(15)
@@ -331,7 +387,6 @@ def main() -> None:
     q = statistics.quantiles(latencies, n=100)
     rate = accepted / elapsed
     rejected = refused.get(401, 0)
-    workers = os.environ.get("VOS_DOOR_WORKERS", "1")
     print(f"door accepted callbacks/s : {rate:8.1f}  ({accepted} accepted in {elapsed:.1f} s, "
           f"statuses {dict(sorted(statuses.items()))}, {stored} rows incl. warm-up; "
           f"{workers} worker(s))")
@@ -341,11 +396,19 @@ def main() -> None:
           f"load average {load:.1f}); door CPU per accepted callback "
           f"{door_cpu / max(accepted, 1) * 1000:.2f} ms; door runnable but waiting for a CPU "
           f"{starved / elapsed:.0%} of the time")
+    print(f"Postgres during the door run: {pg_cpu / elapsed:.0%} of a core, "
+          f"{pg_cpu / max(accepted, 1) * 1000:.2f} ms CPU and "
+          f"{xacts / max(accepted, 1):.2f} transactions per accepted callback "
+          f"({accepted / max(xacts, 1):.1f} callbacks per transaction)")
+    others = machine_cpu - door_cpu - pg_cpu - client_cpu
+    print(f"machine CPU, door run     : {machine_cpu / elapsed:.0%} of {os.cpu_count()} cores "
+          f"busy, of which other processes {max(others, 0) / elapsed:.0%} of a core")
     print(f"door's Postgres backends  : {sampler.summary()} (average number of backends "
           "in each state, sampled every 20 ms)")
     print(f"door rejected requests/s  : {rejected / refused_elapsed:8.1f}  ({rejected} bad "
           f"signatures answered 401, statuses {dict(sorted(refused.items()))}; "
-          f"{reject_lines} door_reject lines logged)")
+          f"{reject_lines} door_reject lines logged; door CPU per rejection "
+          f"{refused_cpu / max(rejected, 1) * 1000:.2f} ms)")
     print(f"door memory (RSS)         : {rss:8.1f} MiB (all door processes)")
     print(f"pgbench single-row INSERT : {tps:8.1f} TPS")
     print(f"ratio door / pgbench      : {rate / tps:8.3f}")

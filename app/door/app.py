@@ -51,8 +51,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from app import jsonlog
 from app.dispatch.status import Priority
@@ -94,18 +93,73 @@ class Rejected(Exception):
         self.status, self.reason, self.signed = status, reason, signed
 
 
-async def read_capped(request: Request, max_body: int) -> bytes:
-    """The body, refusing more than `max_body` bytes whether or not Content-Length says so."""
-    declared = request.headers.get("content-length")
+# the request headers the door reads (ASGI gives names lowercased, as bytes)
+_WANTED = frozenset((b"content-length", b"webhook-id", b"webhook-timestamp",
+                     b"webhook-signature"))
+
+
+def request_headers(scope: dict) -> dict[str, str]:
+    """The headers the door reads, the first of each name when repeated (as Starlette's
+    `Headers.get`), decoded as latin-1; the others are not looked at.
+
+    Example:
+        >>> request_headers({"headers": [(b"webhook-id", b"msg_1"), (b"webhook-id", b"x"),
+        ...                              (b"accept", b"*/*")]})
+        {'webhook-id': 'msg_1'}
+    """
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
+async def read_capped(receive: Callable, headers: dict[str, str], max_body: int) -> bytes:
+    """The body, refusing more than `max_body` bytes whether or not Content-Length says so
+    (ClientDisconnect if the client goes away first)."""
+    declared = headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_body):
         raise Rejected(413, "body_too_large", f"the body exceeds {max_body} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_body:
             raise Rejected(413, "body_too_large", f"the body exceeds {max_body} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Answer:
+    """A JSON answer as two ASGI messages (what Starlette's JSONResponse sent, without its
+    per-request header machinery): compact JSON, content-length and content-type.
+
+    Example:
+        await Answer(202, {"status": "accepted"})(scope, receive, send)
+    """
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, status: int, content: dict | None) -> None:
+        self.status = status
+        self.body = b"" if content is None else json.dumps(
+            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        headers = [(b"content-length", str(len(self.body)).encode())]
+        if self.status != 499:  # no content: no content-type, as Starlette's Response
+            headers.append((b"content-type", b"application/json"))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _peer(scope: dict) -> str:
+    client = scope.get("client")
+    return client[0] if client else "-"
 
 
 def _no_constants(name: str) -> None:
@@ -262,7 +316,7 @@ class GroupCommit:
     """
 
     def __init__(self, pool: AsyncConnectionPool, *, max_batch: int = 32,
-                 max_inflight: int = 4) -> None:
+                 max_inflight: int = 2) -> None:
         self.pool, self.max_batch, self.max_inflight = pool, max_batch, max_inflight
         self.pending: list[tuple[list, asyncio.Future]] = []
         self.inflight = 0
@@ -346,27 +400,28 @@ def create_door_app(
     tolerance: int = 300,
     max_depth: int = MAX_JSON_DEPTH,
     clock: Callable[[], float] = time.time,
+    max_inflight: int = 2,
 ) -> DoorApp:
     """Build the door around a `vos_app` pool (sync: a thread per callback, as in the tests;
-    async: awaited on the event loop and group-committed, as served) and the per-source HMAC
-    keys."""
-    writer = GroupCommit(pool) if isinstance(pool, AsyncConnectionPool) else None
+    async: awaited on the event loop and group-committed, `max_inflight` transactions at a
+    time, as served) and the per-source HMAC keys."""
+    writer = (GroupCommit(pool, max_inflight=max_inflight)
+              if isinstance(pool, AsyncConnectionPool) else None)
 
-    def reject(request: Request, exc: Rejected, source: str | None) -> JSONResponse:
+    def reject(scope: dict, exc: Rejected, source: str | None) -> Answer:
         jsonlog.emit(
-            log, "door_reject", level=logging.WARNING,
-            src=request.client.host if request.client else "-",
+            log, "door_reject", level=logging.WARNING, src=_peer(scope),
             reason=exc.reason, signed=exc.signed, status=exc.status, source=source,
-            path=request.url.path[:200],
+            path=scope["path"][:200],
         )
-        return JSONResponse({"error": exc.reason, "detail": str(exc)}, status_code=exc.status)
+        return Answer(exc.status, {"error": exc.reason, "detail": str(exc)})
 
-    async def callback(source: str, request: Request) -> JSONResponse:
+    async def callback(source: str, scope: dict, receive: Callable) -> Answer:
         try:
             if source not in keys:
                 raise Rejected(401, "unknown_source", "unknown source")
-            body = await read_capped(request, max_body)
-            h = request.headers
+            h = request_headers(scope)
+            body = await read_capped(receive, h, max_body)
             try:
                 sent_at = verify(
                     keys[source], h.get("webhook-id"), h.get("webhook-timestamp"),
@@ -382,32 +437,28 @@ def create_door_app(
                     store, pool, source, h["webhook-id"], sent_at, body, parsed
                 )
         except Rejected as exc:
-            return reject(request, exc, source)
+            return reject(scope, exc, source)
         except ClientDisconnect:
             # the client went away mid-body (or the protocol closed it as slow_client and
             # logged that): nobody is left to answer, and it is not a second rejection
-            jsonlog.emit(log, "door_client_gone",
-                         src=request.client.host if request.client else "-", source=source)
-            return Response(status_code=499)
+            jsonlog.emit(log, "door_client_gone", src=_peer(scope), source=source)
+            return Answer(499, None)
         except psycopg.DataError as exc:
             # JSON that Python accepts but Postgres does not (e.g. lone surrogates)
             refused = Rejected(422, "unstorable_payload", str(exc).splitlines()[0], signed=True)
-            return reject(request, refused, source)
+            return reject(scope, refused, source)
         except psycopg.OperationalError as exc:
             jsonlog.emit(
                 log, "door_db_unavailable", level=logging.ERROR, error=type(exc).__name__,
                 source=source,
             )
-            return JSONResponse(
-                {"error": "unavailable", "detail": "try again later"}, status_code=503
-            )
+            return Answer(503, {"error": "unavailable", "detail": "try again later"})
         if result["status"] == "duplicate":
             # visible, but not a rejection: a sender's retry must not feed fail2ban
-            jsonlog.emit(log, "door_duplicate",
-                         src=request.client.host if request.client else "-", source=source,
+            jsonlog.emit(log, "door_duplicate", src=_peer(scope), source=source,
                          webhook_id=result["webhook_id"])
-            return JSONResponse(result, status_code=200)
-        return JSONResponse(result, status_code=202)
+            return Answer(200, result)
+        return Answer(202, result)
 
     return DoorApp(callback, reject)
 
@@ -428,7 +479,10 @@ class DoorApp:
 
     Why bare: under load, FastAPI's middleware layers and router cost more CPU per request
     than the door's own work (signature, validation, one round trip), and the door has one
-    route. Any other path answers 404, the route with another method 405, both logged as
+    route. Nor Starlette's Request/JSONResponse: the handler reads the four headers it needs
+    from the ASGI scope (`request_headers`), the body from `receive` (`read_capped`) and
+    answers with two ASGI messages (`Answer`), the same bytes JSONResponse sent.
+    Any other path answers 404, the route with another method 405, both logged as
     `no_route` rejections; an unexpected exception is uvicorn's 500.
     `lifespan_context(app)` runs around the server's life (app/door/worker.py opens and
     closes its async pool there).
@@ -439,21 +493,20 @@ class DoorApp:
         uvicorn.run(app, port=8443)
     """
 
-    def __init__(self, callback: Callable[[str, Request], Awaitable[Response]],
-                 reject: Callable[[Request, Rejected, str | None], Response]) -> None:
+    def __init__(self, callback: Callable[[str, dict, Callable], Awaitable[Answer]],
+                 reject: Callable[[dict, Rejected, str | None], Answer]) -> None:
         self.callback, self.reject = callback, reject
         self.lifespan_context: Callable[[DoorApp], Any] = _no_lifespan
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         if kind == "http":
-            request = Request(scope, receive)
             route = _ROUTE.match(scope["path"])
             if route is not None and scope["method"] == "POST":
-                response = await self.callback(route["source"], request)
+                response = await self.callback(route["source"], scope, receive)
             else:
                 response = self.reject(
-                    request, Rejected(404 if route is None else 405, "no_route", "not found"),
+                    scope, Rejected(404 if route is None else 405, "no_route", "not found"),
                     None,
                 )
             await response(scope, receive, send)

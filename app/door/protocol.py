@@ -2,14 +2,21 @@
 
 uvicorn closes idle keep-alive connections (`timeout_keep_alive`) but has no deadline for a
 request that is *being* sent, so a client dribbling its headers one byte at a time holds a
-socket forever (slowloris). `door_protocol(...)` returns an `H11Protocol` subclass (passed as
-uvicorn's `http=`) that adds, per request:
+socket forever (slowloris). `door_protocol(...)` returns a subclass of uvicorn's httptools
+protocol (passed as uvicorn's `http=`) that adds, per request:
 
 - a head deadline: the request line and headers complete within `header_timeout` seconds of
   the connection opening (or of the first byte of the next request on a kept-alive one);
 - a body deadline: the body complete within `body_timeout` seconds after the head;
 - a cap: a request arriving while more than `max_connections` connections are open is
-  answered 503 `{"error": "busy"}` at once (the ASGI app never runs).
+  answered 503 `{"error": "busy"}` at once (the ASGI app never runs);
+- a head size limit (`MAX_HEAD_BYTES`): httptools has none of its own;
+- one send() per answer (`_CoalescingTransport`).
+
+Why httptools (llhttp, C) and not h11 (pure Python): issue #19's profile of the door under
+load, h11 parsing and serialising was the largest single cost per request (cProfile with a
+CPU clock: 45% of the door's CPU, profiler overhead included); on httptools the door's CPU
+per refused request fell from 0.33 to 0.12 ms in back-to-back runs on the same machine.
 
 A missed deadline answers 408 (if nothing was answered yet), closes the connection and logs
 `{"event": "door_reject", "src": <TCP peer>, "reason": "slow_client", "signed": false, …}`,
@@ -30,8 +37,7 @@ import logging
 import socket
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app import jsonlog
 
@@ -41,10 +47,11 @@ _TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/j
                    b"content-length: 25\r\nconnection: close\r\n\r\n"
                    b'{"error": "slow_client"}\n')
 _BUSY_BODY = b'{"error": "busy"}'
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this: 400 and closed
 
 
 def door_protocol(*, header_timeout: float, body_timeout: float,
-                  max_connections: int) -> type[H11Protocol]:
+                  max_connections: int) -> type[HttpToolsProtocol]:
     """An uvicorn HTTP protocol class enforcing these deadlines and this connection cap.
 
     Example:
@@ -60,7 +67,51 @@ def door_protocol(*, header_timeout: float, body_timeout: float,
     })
 
 
-class _DoorProtocol(H11Protocol):
+class _CoalescingTransport:
+    """The connection's transport, but what is written within one turn of the event loop
+    leaves in ONE send.
+
+    Why: uvicorn writes a response's head and its body separately, two send() calls and two
+    TCP segments per answer (with TCP_NODELAY, which the door needs: see connection_made);
+    each send wakes the peer, and on a busy 2-core machine that wake-up is also when the door
+    loses its CPU (issue #19's profile: 13-22% of the door's samples sat in
+    transport.write). Here write() only collects; the protocol flushes when a response is
+    complete, and a call_soon flush catches any other write (an error answer, a 408) in the
+    same loop turn, so nothing waits longer than that. Everything else is the real transport.
+    """
+
+    __slots__ = ("_pending", "_scheduled", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._pending.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class _DoorProtocol(HttpToolsProtocol):
     header_timeout: float
     body_timeout: float
     max_connections: int
@@ -69,6 +120,8 @@ class _DoorProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._phase: str | None = None  # "head" | "body" while a deadline runs, else None
         self._timer: asyncio.TimerHandle | None = None
+        self._in_message = False  # from a request's first byte to its last
+        self._head_bytes = 0  # bytes received while the current head was incomplete
         self.app = self._capped(self.app)
 
     # deadlines -------------------------------------------------------------------------
@@ -82,20 +135,6 @@ class _DoorProtocol(H11Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._timer, self._phase = None, None
-
-    def _follow(self) -> None:
-        """Move the deadline along with h11's view of the client's request."""
-        state = self.conn.their_state
-        if self._phase == "head" and state is not h11.IDLE:
-            if state is h11.SEND_BODY:
-                self._arm("body", self.body_timeout)
-            else:
-                self._disarm()
-        elif self._phase == "body" and state is not h11.SEND_BODY:
-            self._disarm()
-        elif self._phase is None and state is h11.SEND_BODY:
-            # a pipelined request whose head was already buffered
-            self._arm("body", self.body_timeout)
 
     def _too_slow(self) -> None:
         phase, self._timer, self._phase = self._phase, None, None
@@ -121,22 +160,43 @@ class _DoorProtocol(H11Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # every write of uvicorn's (and ours) goes through it: one send per answer
+        self.transport = _CoalescingTransport(transport)  # type: ignore[assignment]
         self._arm("head", self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase is None and self.conn.their_state is h11.IDLE:
-            # the first byte of the next request on a kept-alive connection
+        if self._phase is None and not self._in_message:
+            # the first byte of the next request on a kept-alive connection (or bytes that
+            # never become a request: they are held to the head deadline all the same)
             self._arm("head", self.header_timeout)
         super().data_received(data)
-        self._follow()
+        if self._phase == "head" and not self.transport.is_closing():
+            # httptools has no limit of its own on a head's size (h11 had 16 KiB): a client
+            # fast enough to beat the deadline could otherwise grow one without bound
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._disarm()
+                self.send_400_response("Invalid HTTP request received.")
+
+    # httptools' parser callbacks, in order for each request
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_message, self._head_bytes = True, 0
+        if self._phase is None:  # a pipelined request's first byte
+            self._arm("head", self.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm("body", self.body_timeout)  # disarmed at once if there is no body
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_message = False
+        self._disarm()
 
     def on_response_complete(self) -> None:
+        self.transport.flush()  # the answer's head and body, in one send
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._follow()
-            if self._phase is None and self.conn.their_state is h11.IDLE \
-                    and self.conn.trailing_data[0]:
-                self._arm("head", self.header_timeout)  # part of a pipelined head is waiting
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -6,6 +6,8 @@ interpreters that import what they run. Each worker reads the same environment (
 puts the resolved DSN in DATABASE_URL first), so every worker has:
 - its own async pool: its share of VOS_DB_POOL_MAX_SIZE (the door's whole connection budget,
   split over the workers), with the bounds of `Settings.db_pool_options()`;
+- its own group commit (app/door/app.py `GroupCommit`) with `inflight(workers)` transactions
+  at a time, so that about two are in flight across all workers;
 - the door's deadlines and connection cap (app/door/protocol.py). The cap counts the
   connections of the process that accepted them, so with N workers up to N × cap are open.
 
@@ -48,6 +50,22 @@ def pool_size(total: int, workers: int) -> int:
     return max(2, math.ceil(total / workers))
 
 
+def inflight(workers: int) -> int:
+    """Each worker's group-commit transactions in flight: about two across the door.
+
+    Why two: notifying transactions commit one at a time (migration 0307), so one can run its
+    inserts while the other waits for its commit; more only split the callbacks that arrive
+    together into smaller transactions (issue #19's benchmark, 2 workers: 4 in flight each
+    gave 1.4 callbacks per transaction and 1.1 ms of door + Postgres CPU per callback, 1 each
+    gave 3.5-7.7 and 0.5-0.8 ms).
+
+    Example:
+        >>> inflight(1), inflight(2), inflight(8)
+        (2, 1, 1)
+    """
+    return max(1, 2 // workers)
+
+
 def create_app() -> DoorApp:
     """The door of this worker process, its pool opened and closed with the app's lifespan."""
     jsonlog.configure()
@@ -60,6 +78,7 @@ def create_app() -> DoorApp:
     app = create_door_app(
         pool, settings.door_keys(), max_body=settings.door_max_body_bytes,
         tolerance=settings.door_tolerance_seconds, max_depth=settings.door_max_json_depth,
+        max_inflight=inflight(settings.door_workers),
     )
 
     @contextlib.asynccontextmanager

@@ -42,7 +42,7 @@ from app.dispatch import tasks as repo
 from app.dispatch.status import Status
 from devtools.fakes import FakeProviderServer, demo_responder
 
-DEMO_AGENTS_FILE = Path(__file__).resolve().parents[2] / "examples" / "agents.yaml"
+DEMO_AGENTS_FILE = Path(__file__).resolve().parents[1] / "examples" / "agents.yaml"
 
 # The demo appends its operating handbook to the file's system prompt: long enough
 # (> 1,024 tokens) that providers cache it, so the demo's cost tracker shows real cache reads

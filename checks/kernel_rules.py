@@ -170,28 +170,34 @@ def modprobe_violations(ordered: list[tuple[str, str]], blacklist: list[str]) ->
 
 
 def limits_violations(ordered: list[tuple[str, str]]) -> list[str]:
-    """pam_limits: a `* hard core 0` (or `* - core 0`) must exist, and no hard core limit
-    anywhere may be other than 0 (a user- or group-specific line would win over `*`).
+    """pam_limits: `*` must end with a hard core limit of 0, and so must every user, group
+    or range given a hard core limit anywhere (a specific domain wins over `*`). Files are
+    read in order (limits.conf, then limits.d by name) and, for one domain, a later line
+    overrides an earlier one, as pam_limits does.
 
     Example:
         >>> limits_violations([("/etc/security/limits.d/vos-coredump.conf", "* hard core 0\\n")])
         []
-        >>> conf = [("/etc/security/limits.conf", "@adm hard core unlimited\\n")]
+        >>> conf = [("/etc/security/limits.conf", "@adm hard core unlimited\\n"),
+        ...         ("/etc/security/limits.d/vos-coredump.conf", "* hard core 0\\n")]
         >>> limits_violations(conf)[0][:64]
         'KERNEL §22: `@adm hard core unlimited` in /etc/security/limits.c'
+        >>> limits_violations([("/etc/security/limits.d/10-coredump-debian.conf",
+        ...     "root hard core infinity\\n"), ("/etc/security/limits.d/vos-coredump.conf",
+        ...     "* hard core 0\\nroot hard core 0\\n")])
+        []
     """
-    problems, wildcard_zero = [], False
+    last: dict[str, tuple[str, str, str]] = {}  # domain -> (value, line, path)
     for path, content in ordered:
         for line in _lines(content):
             words = line.split()
             if len(words) != 4 or words[2] != "core" or words[1] not in ("hard", "-"):
                 continue
-            if words[3] == "0":
-                wildcard_zero = wildcard_zero or words[0] == "*"
-            else:
-                problems.append(f"KERNEL §22: `{line}` in {path} allows core dumps — delete "
-                                f"that line from {path}")
-    if not wildcard_zero:
+            last[words[0]] = (words[3], line, path)
+    problems = [f"KERNEL §22: `{line}` in {path} allows core dumps — delete that line from "
+                f"{path}, or give {domain} `hard core 0` in a file read after it"
+                for domain, (value, line, path) in last.items() if value != "0"]
+    if "*" not in last:
         problems.append("KERNEL §22: no `* hard core 0` in /etc/security/limits.conf or "
                         f"limits.d, so processes may dump core — {DEPLOY_KERNEL}, which writes "
                         "/etc/security/limits.d/vos-coredump.conf")

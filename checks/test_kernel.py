@@ -28,7 +28,10 @@ def in_container(host) -> bool:
 
 
 def dumped(host, main: tuple[str, ...], dirs: tuple[str, ...]) -> list[tuple[str, str]]:
-    out = host.run(rules.dump_command(main, dirs))
+    # as root: a drop-in directory made under a 027 umask is not readable by the deploy user,
+    # and a check that cannot see a file must not conclude it is absent
+    with plugin.as_root(host):
+        out = host.run(rules.dump_command(main, dirs))
     return rules.effective_order(rules.parse_dump(out.stdout), main, dirs)
 
 

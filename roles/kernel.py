@@ -14,6 +14,8 @@ Example (inside deploys/full.py):
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.server import KernelModules, Mounts
@@ -103,6 +105,11 @@ def core_dumps():
         user="root", group="root", mode=644,
         _sudo=True,
     )
+    # explicit 0755: made under the deploy session's 027 umask it would hide the drop-in from
+    # every reader but root
+    files.directory(name="/etc/systemd/coredump.conf.d (0755)",
+                    path=str(PurePosixPath(COREDUMP_DROPIN).parent), user="root",
+                    group="root", mode=755, _sudo=True)
     files.template(
         name=f"systemd-coredump keeps nothing ({COREDUMP_DROPIN})",
         src=template("kernel/coredump-vos.conf.j2"),

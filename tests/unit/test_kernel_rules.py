@@ -188,9 +188,26 @@ def test_a_non_zero_hard_core_line_anywhere_fails():
     problems = rules.limits_violations(limits(files))
     assert problems == [
         "KERNEL §22: `deploy - core 1024` in /etc/security/limits.conf allows core dumps — "
-        "delete that line from /etc/security/limits.conf",
+        "delete that line from /etc/security/limits.conf, or give deploy `hard core 0` in a "
+        "file read after it",
         "KERNEL §22: `*\thard\tcore\tunlimited` in /etc/security/limits.d/zz-plant.conf allows "
-        "core dumps — delete that line from /etc/security/limits.d/zz-plant.conf"]
+        "core dumps — delete that line from /etc/security/limits.d/zz-plant.conf, or give * "
+        "`hard core 0` in a file read after it"]
+
+
+def test_debians_coredump_limits_are_overridden_by_the_vos_file_read_after_it():
+    """Debian 13's systemd-coredump ships 10-coredump-debian.conf (`*` and `root` hard core
+    infinity); the vos file, read after it, sets both to 0 (found on the staging VM)."""
+    debian = {"/etc/security/limits.d/10-coredump-debian.conf":
+              "*               hard    core            infinity\n"
+              "root            hard    core            infinity\n"}
+    assert len(rules.limits_violations(limits(debian))) == 2
+    ours = dict(debian, **{"/etc/security/limits.d/vos-coredump.conf":
+                           "* hard core 0\nroot hard core 0\n"})
+    assert rules.limits_violations(limits(ours)) == []
+    only_star = dict(debian, **{"/etc/security/limits.d/vos-coredump.conf": "* hard core 0\n"})
+    assert [p.split("`")[1].split()[0] for p in rules.limits_violations(limits(only_star))] \
+        == ["root"]
 
 
 def coredump(files: dict[str, str]) -> dict[str, str]:

@@ -265,7 +265,7 @@ MUTATIONS = {
     "all-interfaces": lambda t: t.replace('ports: ["{{ mesh_ip }}:{{ api_port }}:8080"]',
                                           'ports: ["0.0.0.0:5000:5000"]'),
     "extra-public-service": lambda t: t.replace("\n  migrate:\n", (
-        "\n  debug:\n    <<: *hardening\n    command: [vos, api, serve]\n"
+        "\n  debug:\n    <<: *hardening\n    command: [vos-app, api, serve]\n"
         '    ports: ["0.0.0.0:9000:8080"]\n\n  migrate:\n')),
 }
 

@@ -80,10 +80,11 @@ def _still_starting(ps_line: str) -> bool:
 class StagingVm:
     """One named VM of a staging lab, booted on demand from its backing disk."""
 
-    def __init__(self, lab: Lab, name: str, backing: Path):
+    def __init__(self, lab: Lab, name: str, backing: Path, converged: bool = False):
         self.lab = lab
         self.name = name
         self.backing = backing
+        self.converged = converged
 
     def activate(self) -> StagingVm:
         """Make sure this VM is the one running (boots it when another one ran meanwhile);
@@ -91,8 +92,27 @@ class StagingVm:
         running = self.lab.running_vm() == self.name
         self.lab.activate(self.name, self.backing)
         if not running:
+            self.wait_for_boot()
+            if self.converged:
+                self.forget_boot_time_root_key()
             self.wait_for_stack()
         return self
+
+    def forget_boot_time_root_key(self) -> None:
+        """The staging image writes the operator's key for root on EVERY boot (from the kernel
+        command line); a cloud writes it once per instance, and the deploy removed it
+        (ACCOUNTS §16). A converged VM booted again takes back what the boot hook wrote, so
+        the host the tests judge is the one the deploy left."""
+        self.ssh("sudo rm -f /root/.ssh/authorized_keys")
+
+    def wait_for_boot(self, timeout: int = 420) -> str:
+        """After a boot, wait (bounded) until systemd has started every unit: SSH answers long
+        before fail2ban has loaded its jails, auditd its rules or AppArmor its profiles under
+        TCG, and a gate run in between judges a host still booting. Returns systemd's state
+        ("running", or "degraded" when a unit failed: the gate then says which)."""
+        out = self.ssh(f"timeout {timeout} systemctl is-system-running --wait", check=False,
+                       timeout=timeout + 60)
+        return out.stdout.strip()
 
     @property
     def public_address(self) -> str:
@@ -302,13 +322,13 @@ def converged_snapshot(staging_vm: StagingVm) -> Path:
 @pytest.fixture(scope="session")
 def converged_vm(staging_lab: Lab, converged_snapshot: Path) -> StagingVm:
     """The converged VM, booted from a new overlay on the converged snapshot."""
-    return StagingVm(staging_lab, CONVERGED, converged_snapshot).activate()
+    return StagingVm(staging_lab, CONVERGED, converged_snapshot, converged=True).activate()
 
 
 @pytest.fixture
 def fresh_converged_vm(staging_lab: Lab, converged_snapshot: Path) -> Iterator[StagingVm]:
     """A throwaway converged VM for mutation tests; removed after the test."""
-    vm = StagingVm(staging_lab, FRESH, converged_snapshot).activate()
+    vm = StagingVm(staging_lab, FRESH, converged_snapshot, converged=True).activate()
     try:
         yield vm
     finally:

@@ -227,7 +227,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "converged_vm_last(rank=0): changes the shared converged "
                             "VM for good: runs after every other test on it, by rank")
     config.addinivalue_line(
-        "markers", "staging_extended: a throwaway VM of its own (~3-15 min each under TCG); "
+        "markers", "staging_extended: a throwaway VM of its own, or a long run (~3-15 min each "
+        "under TCG); "
         "runs only with VOS_STAGING_EXTENDED=1, so the default run fits CI's time budget")
 
 

@@ -76,6 +76,7 @@ def proposed_changes(stdout: str) -> list[str]:
 # ------------------------------------------------------------- the pristine VM
 
 
+@pytest.mark.staging_extended  # ~5-7 min of fact gathering under TCG: CI's budget cannot
 def test_dry_run_lists_the_changes_and_makes_none(staging_vm):
     """`deploys/full.py --dry` on a fresh VPS: the hardening it would do is listed, and the
     host is left exactly as it was (still password auth, no ufw, no marker file)."""

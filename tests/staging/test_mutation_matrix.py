@@ -35,6 +35,7 @@ class Mutation:
 
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-a-vos-matrix.conf"  # first: first value wins
+SSHD_LISTEN_DROP_IN = "/etc/ssh/sshd_config.d/00-b-vos-matrix-listen.conf"  # adds an address
 APT_DROP_IN = "/etc/apt/apt.conf.d/99zz-vos-matrix"
 DAEMON_JSON = "/etc/docker/daemon.json"
 PROBE_IMAGE = (  # nothing but merged-/usr symlinks; run with the host's /usr read-only
@@ -83,15 +84,16 @@ MATRIX: list[Mutation] = [
              f"printf 'PasswordAuthentication yes\\nPermitRootLogin yes\\n"
              f"MACs hmac-sha1,hmac-sha2-256-etm@openssh.com\\n' | sudo tee {SSHD_DROP_IN} "
              ">/dev/null && sudo sshd -t",
-             f"sudo rm {SSHD_DROP_IN}",
+             # reload: §8's reload made these settings live too
+             f"sudo rm {SSHD_DROP_IN} && sudo sshd -t && sudo systemctl reload ssh",
              ("SSH §6: passwordauthentication is yes, must be no",
               "SSH §6: permitrootlogin is yes, must be no")),
     Mutation(7, "a weak MAC offered (same drop-in as §6)", "true", "true",
              ("SSH §7: non-ETM MAC hmac-sha1 offered",)),
-    Mutation(8, "a second sshd on all interfaces",
-             "sudo systemd-run --unit vos-matrix-sshd /usr/sbin/sshd -D -p 2222 "
-             "-o ListenAddress=0.0.0.0",
-             "sudo systemctl stop vos-matrix-sshd",
+    Mutation(8, "sshd's listen addresses widened",
+             f"printf 'ListenAddress 0.0.0.0:2222\\n' | sudo tee {SSHD_LISTEN_DROP_IN} >/dev/null "
+             "&& sudo sshd -t && sudo systemctl reload ssh && sleep 3",
+             f"sudo rm {SSHD_LISTEN_DROP_IN} && sudo sshd -t && sudo systemctl reload ssh",
              ("SSH §8: sshd listens on 0.0.0.0:2222",)),
     Mutation(9, "fail2ban stopped",
              "sudo systemctl stop fail2ban",

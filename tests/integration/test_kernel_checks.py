@@ -22,8 +22,7 @@ from jinja2 import Environment, StrictUndefined
 
 from roles.kernel import BLACKLIST_FILE, COREDUMP_DROPIN, LIMITS_FILE
 from roles.settings import DEFAULT_MODULE_BLACKLIST
-from stack.engine import start_dockerd, stop_dockerd
-from stack.images import REPO_ROOT, ensure_local_base
+from stack.images import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +32,6 @@ def rendered(name: str, **values) -> str:
     text = (REPO_ROOT / "templates" / name).read_text()
     return Environment(undefined=StrictUndefined, keep_trailing_newline=True).from_string(
         text).render(**values)
-
-
-@pytest.fixture(scope="module")
-def base_image():
-    try:
-        started = start_dockerd()
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    try:
-        yield ensure_local_base()
-    finally:
-        stop_dockerd(started)
 
 
 @pytest.fixture

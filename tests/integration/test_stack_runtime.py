@@ -17,27 +17,13 @@ import uuid
 
 import pytest
 
-from stack.engine import start_dockerd, stop_dockerd
-from stack.images import REPO_ROOT, ensure_local_base
+from stack.images import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 MESH_IP = "100.64.0.2"  # the check's idea of the mesh IP; nothing here binds it
 DOOR_PORT = 18443
 HARDENED = ["--read-only", "--security-opt", "no-new-privileges:true", "--cap-drop", "ALL"]
-
-
-@pytest.fixture(scope="module")
-def base_image():
-    """A running engine (started here when none runs: no init system) and the local base."""
-    try:
-        started = start_dockerd()
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    try:
-        yield ensure_local_base()
-    finally:
-        stop_dockerd(started)
 
 
 @pytest.fixture

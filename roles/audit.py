@@ -46,22 +46,6 @@ DOCKER_AUDIT_PATHS = (
 )
 
 
-class ExistingPaths(FactBase):
-    """Which of `paths` exist on the host, in the given order (one round trip for all).
-
-    Example value: ["/usr/bin/dockerd", "/etc/docker"]
-    """
-
-    default = list
-
-    def command(self, paths: list[str]) -> str:
-        quoted = " ".join(f"'{path}'" for path in paths)
-        return f"for p in {quoted}; do if [ -e \"$p\" ]; then echo \"$p\"; fi; done"
-
-    def process(self, output: list[str]) -> list[str]:
-        return [line.strip() for line in output if line.strip()]
-
-
 class DockerAppArmor(FactBase):
     """Whether the kernel enforces AppArmor, whether a running dockerd applies it, and the
     running containers that carry no profile (started before dockerd could apply one).

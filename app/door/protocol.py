@@ -10,7 +10,8 @@ protocol (passed as uvicorn's `http=`) that adds, per request:
 - a body deadline: the body complete within `body_timeout` seconds after the head;
 - a cap: a request arriving while more than `max_connections` connections are open is
   answered 503 `{"error": "busy"}` at once (the ASGI app never runs);
-- a head size limit (`MAX_HEAD_BYTES`): httptools has none of its own;
+- a head size limit (`MAX_HEAD_BYTES`, answered 431 with a lingering close): httptools has
+  none of its own;
 - one send() per answer (`_CoalescingTransport`).
 
 Why httptools (llhttp, C) and not h11 (pure Python): issue #19's profile of the door under
@@ -46,8 +47,18 @@ log = logging.getLogger("vos.door")
 _TIMEOUT_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                    b"content-length: 25\r\nconnection: close\r\n\r\n"
                    b'{"error": "slow_client"}\n')
+_HEAD_TOO_LARGE_ANSWER = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                          b"content-type: application/json\r\ncontent-length: 27\r\n"
+                          b"connection: close\r\n\r\n"
+                          b'{"error": "head_too_large"}')
 _BUSY_BODY = b'{"error": "busy"}'
-MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this: 400 and closed
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this: 431 and closed
+# After refusing a head the door half-closes and keeps reading (and dropping) what the client
+# is still sending, for this long or this much, before it closes: closing a socket with unread
+# bytes sends a TCP reset, which can destroy the answer before the client reads it (nginx's
+# "lingering close", for the same reason)
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 
 
 def door_protocol(*, header_timeout: float, body_timeout: float,
@@ -122,6 +133,7 @@ class _DoorProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._in_message = False  # from a request's first byte to its last
         self._head_bytes = 0  # bytes received while the current head was incomplete
+        self._lingering = 0  # > 0: refused, half-closed, dropping what still arrives (bytes)
         self.app = self._capped(self.app)
 
     # deadlines -------------------------------------------------------------------------
@@ -165,6 +177,11 @@ class _DoorProtocol(HttpToolsProtocol):
         self._arm("head", self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingering += len(data)
+            if self._lingering > LINGER_BYTES:
+                self.transport.close()
+            return
         if self._phase is None and not self._in_message:
             # the first byte of the next request on a kept-alive connection (or bytes that
             # never become a request: they are held to the head deadline all the same)
@@ -175,8 +192,23 @@ class _DoorProtocol(HttpToolsProtocol):
             # fast enough to beat the deadline could otherwise grow one without bound
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
-                self._disarm()
-                self.send_400_response("Invalid HTTP request received.")
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """Answer 431, half-close, and drop what the client still sends until the linger
+        ends (see LINGER_SECONDS)."""
+        self._disarm()
+        jsonlog.emit(
+            log, "door_reject", level=logging.WARNING,
+            src=self.client[0] if self.client else "-", reason="head_too_large",
+            signed=False, status=431,
+        )
+        self.transport.write(_HEAD_TOO_LARGE_ANSWER)
+        self.transport.flush()
+        self._lingering = 1
+        with contextlib.suppress(OSError, RuntimeError):
+            self.transport.write_eof()
+        self._timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     # httptools' parser callbacks, in order for each request
     def on_message_begin(self) -> None:

@@ -267,7 +267,7 @@ def test_backups_on_the_vm_end_to_end(operator_side):
     target.authorise(host_key)
 
     # 2. The scheduled entry and the keyring as the role left them.
-    cron = vm.ssh("cat /etc/cron.d/vos-backup").stdout
+    cron = vm.ssh("sudo cat /etc/cron.d/vos-backup").stdout
     assert "flock -w 3600" in cron and "vos-backup run --quiet" in cron and "logger -t" in cron
     secret_list = vm.ssh("sudo -u vos-backup gpg --homedir /var/lib/vos-backup/gnupg "
                          "--batch --list-secret-keys --with-colons").stdout

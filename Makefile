@@ -19,9 +19,9 @@ up: bootstrap ## boot the local staging VM and deploy deploys/full.py to it
 down: bootstrap ## destroy the staging VM and everything it created
 	$(VOS) staging destroy
 
-test: bootstrap ## lint, then every test tier (unit, integration, staging VM)
+test: bootstrap ## lint, then every test tier (the staging VM's beside the unit and integration tiers)
 	$(VENV)/bin/ruff check .
-	$(PYTEST) tests --durations=25
+	$(VENV)/bin/python -m devtools.tiers
 
 test-fast: bootstrap ## lint, unit and integration tiers only (no VM)
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,13 +71,42 @@ def base_cache_dir() -> Path:
     return root / "docker-base"
 
 
+@contextlib.contextmanager
+def _exclusive(step: str, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold `step`'s lock (a file lock beside the base cache) for the block: a second
+    caller (two deploys, or the image test beside the staging converge) waits, then finds
+    what the first one made instead of building it again over the top of it.
+
+    Example:
+        with _exclusive("app-image", say):
+            ...
+    """
+    directory = base_cache_dir().parent
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"{step}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"{step}: another build holds {lock.name}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_local_base(tag: str = LOCAL_BASE, suite: str = "trixie", mirror: str = MIRROR,
                       say: Callable[[str], None] = _say) -> str:
     """A local base image with python3, made with `debootstrap | docker import` (no pulls).
 
     The debootstrapped tree is cached, so re-importing after an engine reset takes seconds.
+    Concurrent callers make it once (a file lock).
     """
     if image_exists(tag):
+        return tag
+    with _exclusive("base-image", say):
+        return _make_local_base(tag, suite, mirror, say)
+
+
+def _make_local_base(tag: str, suite: str, mirror: str, say: Callable[[str], None]) -> str:
+    if image_exists(tag):  # made while this caller waited for the lock
         return tag
     tree = base_cache_dir() / suite / "rootfs"
     if not (tree / "usr" / "bin" / "python3").exists():
@@ -239,8 +270,12 @@ def ensure_app_image(reference: str, base_image: str,
     if base_image.startswith("vos-base:") and not image_exists(base_image):
         ensure_local_base(tag=base_image, suite=base_image.partition(":")[2] or "trixie",
                           say=say)
-    repository, _, tag = reference.rpartition(":")
-    started = time.monotonic()
-    built = build_image(base_image=base_image, repository=repository, tag=tag, say=say)
-    say(f"build: {built} built in {time.monotonic() - started:.0f} s")
-    return built
+    with _exclusive("app-image", say):
+        if image_exists(reference):  # built while this caller waited for the lock
+            say(f"build: {reference} was built meanwhile; reusing it")
+            return reference
+        repository, _, tag = reference.rpartition(":")
+        started = time.monotonic()
+        built = build_image(base_image=base_image, repository=repository, tag=tag, say=say)
+        say(f"build: {built} built in {time.monotonic() - started:.0f} s")
+        return built

@@ -64,6 +64,30 @@ def ensure_ssh_key(state_dir: Path) -> tuple[Path, str]:
     return private, public.read_text().strip()
 
 
+
+# Longest ControlPath ssh accepts is a unix socket path (108 bytes with the NUL); %C is 40.
+_CONTROL_PATH_MAX = 100
+
+
+def _connection_sharing(state_dir: Path) -> str:
+    """ssh_config lines sharing ONE connection for every command to the mesh alias.
+
+    Under TCG a new SSH connection costs ~2 s (key exchange and a forked, PAM-ed sshd on
+    an emulated CPU), a command on a shared one ~0.2 s, and the tiers run hundreds. Only the
+    mesh alias: the public one is what reachability tests probe (SSH must stop answering
+    there), and a shared connection would outlive the door it came through. Empty (no
+    sharing) when the state dir's path is too long for a socket.
+
+    Example:
+        >>> "ControlMaster auto" in _connection_sharing(Path("/tmp/lab"))
+        True
+    """
+    path = f"{state_dir}/cm-%C"
+    if len(path) - 2 + 40 > _CONTROL_PATH_MAX:
+        return ""
+    return (f"Host staging-mesh\n    ControlMaster auto\n    ControlPath {path}\n"
+            "    ControlPersist 60\n")
+
 class Lab:
     """The staging environment kept in one state dir (default ``.cache/staging``)."""
 
@@ -182,7 +206,7 @@ Host staging-public
     HostName {layout.vm_public}
 Host staging-mesh
     HostName {layout.vm_mesh}
-Host staging-*
+{_connection_sharing(self.state_dir)}Host staging-*
     User {state.deploy_user}
     IdentityFile {state.ssh_private_key}
     IdentitiesOnly yes
@@ -229,6 +253,7 @@ Host staging-*
 
     def _boot_once(self, name: str, backing: Path, timeout: float | None,
                    authorized_key: str | None | bool, new_overlay: bool) -> VmRecord:
+        self.close_shared_connections()  # whatever it reached, it is not this boot
         state = self.state
         layout = state.layout
         image = Path(state.image_dir)
@@ -290,6 +315,7 @@ Host staging-*
         self._forget_vm(state, name, keep_overlay=keep_overlay)
 
     def _forget_vm(self, state: StagingState, name: str, keep_overlay: bool) -> None:
+        self.close_shared_connections()
         record = state.vms.pop(name)
         networks.delete_tap(state.layout, record.tap)
         for path in (record.monitor_socket, f"{self.state_dir}/{name}.pid"):
@@ -335,6 +361,15 @@ Host staging-*
         return snapshot
 
     # ----------------------------------------------------------------- access
+    def close_shared_connections(self) -> None:
+        """Stop the mesh alias's shared SSH connection (ControlMaster), if one runs: a VM
+        that stops or reboots leaves it hanging on a dead TCP connection, and the next
+        command through it would wait for the keep-alives to give up (~45 s) and fail."""
+        config = self.state_dir / "ssh_config"
+        if config.exists():
+            subprocess.run(["ssh", "-F", str(config), "-O", "exit", "staging-mesh"],
+                           capture_output=True, timeout=15, check=False)
+
     def mesh_up(self) -> bool:
         """True when the mesh has a recent handshake and the VM's sshd answers on it."""
         state = self.state

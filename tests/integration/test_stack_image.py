@@ -110,14 +110,21 @@ print("SQL", len([n for n in os.listdir(os.path.dirname(app.db.__file__) + "/mig
 
 @pytest.mark.parametrize("name", ["agent-vos.tar", "agent-vos.tar.zst"])
 def test_save_remove_load_round_trip(app_image, tmp_path, name):
-    image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", app_image],
+    # A copy's tag, not the revision's own: the staging converge may be shipping that one
+    # from this engine right now (the tiers run side by side)
+    copy = f"{DEFAULT_REPOSITORY}:round-trip-{name.replace('.', '-')}"
+    subprocess.run(["docker", "tag", app_image, copy], check=True, capture_output=True)
+    image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", copy],
                               capture_output=True, text=True, check=True).stdout.strip()
-    archive = save_image(app_image, tmp_path / name)
+    archive = save_image(copy, tmp_path / name)
     if name.endswith(".zst"):  # what the deploy ships: compressed, and docker load takes it
         assert archive.read_bytes()[:4] == bytes.fromhex("28b52ffd")  # zstd frame magic
-    subprocess.run(["docker", "rmi", app_image], check=True, capture_output=True, timeout=120)
-    assert not image_exists(app_image)
-    assert load_image(archive) == app_image
-    loaded = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", app_image],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == image_id
+    subprocess.run(["docker", "rmi", copy], check=True, capture_output=True, timeout=120)
+    assert not image_exists(copy)
+    try:
+        assert load_image(archive) == copy
+        loaded = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", copy],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        assert loaded == image_id
+    finally:
+        subprocess.run(["docker", "rmi", copy], capture_output=True, timeout=120)

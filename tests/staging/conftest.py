@@ -301,15 +301,12 @@ def converge_deploy() -> Path:
 
 
 @pytest.fixture(scope="session")
-def converged_snapshot(staging_vm: StagingVm) -> Path:
-    """Run deploys/full.py once on the pristine VM, then freeze its disk.
-
-    With ``VOS_STAGING_REUSE_LAB`` (iteration only) the lab's running VM is taken as
-    converged already (`vos staging up --deploy`), and a frozen disk found there is reused.
-    """
-    frozen = staging_vm.lab.state_dir / "converged-base.qcow2"
+def converge_result(staging_vm: StagingVm) -> subprocess.CompletedProcess[str] | None:
+    """The converge: deploys/full.py run once on the pristine VM (its output, for tests
+    that judge what the deploy itself said, like its gate step). None with
+    ``VOS_STAGING_REUSE_LAB`` (iteration only: the lab's VM was converged by hand)."""
     if os.environ.get("VOS_STAGING_REUSE_LAB"):
-        return frozen if frozen.exists() else staging_vm.lab.snapshot(PRIMARY, frozen.stem)
+        return None
     staging_vm.activate()
     result = staging_vm.run_pyinfra(CONVERGE_DEPLOY)
     if result.returncode != 0:
@@ -317,7 +314,20 @@ def converged_snapshot(staging_vm: StagingVm) -> Path:
             f"{CONVERGE_DEPLOY.name} failed on the staging VM (exit {result.returncode}):\n"
             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
-    return staging_vm.lab.snapshot(PRIMARY, "converged-base")
+    return result
+
+
+@pytest.fixture(scope="session")
+def converged_snapshot(staging_vm: StagingVm, converge_result) -> Path:
+    """The converged VM's disk, frozen (clean shutdown) after the converge.
+
+    With ``VOS_STAGING_REUSE_LAB`` (iteration only) the lab's running VM is taken as
+    converged already (`vos staging up --deploy`), and a frozen disk found there is reused.
+    """
+    frozen = staging_vm.lab.state_dir / "converged-base.qcow2"
+    if converge_result is None and frozen.exists():
+        return frozen
+    return staging_vm.lab.snapshot(PRIMARY, frozen.stem)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -229,10 +230,11 @@ RED_GATE_UNIT, RED_GATE_PORT = "vos-red-gate", 9998
 
 def test_second_full_deploy_changes_nothing_restarts_nothing_and_its_gate_stops_a_violation(
         converged_vm):
-    """One second `deploys/full.py` run (~5 min under TCG) proves three things: idempotence
-    (no operation changes anything), no container restarted, and the deploy gate's red
-    branch: a listener on 0.0.0.0 that no step manages makes the deploy exit non-zero at its
-    last step, naming EXPOSURE §1 and the fix."""
+    """One second `deploys/full.py` run (~9 min under TCG) proves four things: idempotence
+    (no operation changes anything), no container restarted, the deploy gate's red branch
+    (a listener on 0.0.0.0 that no step manages makes the deploy exit non-zero at its last
+    step, naming EXPOSURE §1 and the fix), and that the converged VM, booted again from its
+    frozen disk, breaks no other check."""
     vm = converged_vm
     before = containers(vm)
     assert {"vos-api-1", "vos-door-1"} <= set(before), before
@@ -256,6 +258,11 @@ def test_second_full_deploy_changes_nothing_restarts_nothing_and_its_gate_stops_
     for fragment in ("EXPOSURE §1: python3 (pid", f"listens on 0.0.0.0:{RED_GATE_PORT}",
                      "bind it to the mesh IP"):
         assert fragment in output, f"the gate's message lacks {fragment!r}\n{output[-4000:]}"
+    # ...and nothing else: this gate run is the whole-host judgement of the converged VM
+    # booted again from its frozen disk (everything persisted across the reboot)
+    broken = re.findall(r"GATE FAILED: (\d+) check\(s\) broken", output)
+    assert set(broken) == {"1"}, (f"the gate found more than the planted listener broken:\n"
+                             f"{output[output.rfind('GATE FAILED'):][:4000]}")
 
 
 # ------------------------------------------------------------------ throwaway VMs

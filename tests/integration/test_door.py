@@ -157,12 +157,15 @@ def test_an_event_for_another_tenants_task_is_refused_and_writes_nothing(
     assert rejections(caplog)[-1]["reason"] == "unknown_task"
 
 
+# 30 s past the ±300 s window, not 1 s: a request that waits for a busy CPU (CI runs the
+# staging VM beside this tier) would otherwise fall back inside it. The exact boundary is
+# tested with a fixed clock in tests/unit/test_door_signature.py.
 def _too_old(d):
-    return d.post(CREATE, ts=int(time.time()) - 301)
+    return d.post(CREATE, ts=int(time.time()) - 330)
 
 
 def _future(d):
-    return d.post(CREATE, ts=int(time.time()) + 301)
+    return d.post(CREATE, ts=int(time.time()) + 330)
 
 
 def _tampered(d):
@@ -175,8 +178,8 @@ def _tampered(d):
 BAD_REQUESTS = {
     "tampered body": (_tampered, 401, "bad_signature"),
     "wrong secret": (lambda d: d.post(CREATE, secret=new_secret()), 401, "bad_signature"),
-    "301 s old": (_too_old, 401, "timestamp_too_old"),
-    "301 s in the future": (_future, 401, "timestamp_in_future"),
+    "330 s old": (_too_old, 401, "timestamp_too_old"),
+    "330 s in the future": (_future, 401, "timestamp_in_future"),
     "unknown source": (lambda d: d.post(CREATE, source="nobody"), 401, "unknown_source"),
     "oversized body": (lambda d: d.post({**CREATE, "body": "x" * 5000}), 413, "body_too_large"),
     "malformed JSON": (lambda d: d.post(b'{"type": "task.create", "title": '), 400,

@@ -24,6 +24,19 @@ def client(host, arguments: str) -> str:
         return host.run(f"fail2ban-client {arguments} 2>&1 || true").stdout
 
 
+@pytest.fixture(scope="module")
+def jails_running(host) -> list[str]:
+    """`fail2ban-client status`, read once for every jail's test: each fail2ban-client is
+    a Python start on the host (seconds under emulation, a round trip over the mesh)."""
+    return parse_fail2ban_status(client(host, "status"))
+
+
+@pytest.fixture(scope="module")
+def jail_backends(host) -> dict[str, str]:
+    """`fail2ban-client -d` (the parsed configuration), read once for every jail's test."""
+    return parse_fail2ban_dump(client(host, "-d"))
+
+
 def test_fail2ban_running(host):
     """The service is up and answers on its socket."""
     with host.sudo():
@@ -36,17 +49,17 @@ def test_fail2ban_running(host):
 
 
 @pytest.mark.parametrize("jail", ["sshd", "recidive", DOOR_JAIL, LOGIN_JAIL])
-def test_jail_active(host, jail):
+def test_jail_active(jails_running, jail):
     """Each required jail is loaded."""
-    running = parse_fail2ban_status(client(host, "status"))
+    running = jails_running
     assert jail in running, f"FAIL2BAN §9: jail {jail} is not running (running: " \
                             f"{running or 'none'}) — {FIX}"
 
 
 @pytest.mark.parametrize("jail", ["sshd", DOOR_JAIL, LOGIN_JAIL])
-def test_journal_jails_use_systemd_backend(host, jail):
+def test_journal_jails_use_systemd_backend(jail_backends, jail):
     """backend = systemd (no auth.log on Debian; right for Ubuntu 24.04 too)."""
-    backends = parse_fail2ban_dump(client(host, "-d"))
+    backends = jail_backends
     assert backends.get(jail) == "systemd", (
         f"FAIL2BAN §9: jail {jail} uses backend {backends.get(jail, '(not configured)')}, "
         f"must be systemd — set `backend = systemd` in /etc/fail2ban/jail.local; {FIX}")

@@ -11,6 +11,7 @@ from staging.state import temporary_state_dir
 
 
 @pytest.mark.staging_last
+@pytest.mark.staging_extended  # a VM of its own (~2.5 min under TCG), beside the session's
 def test_boot_without_ssh_key_fails_clearly_and_cleans_up(monkeypatch):
     lab = Lab(temporary_state_dir("nokey"))
     claimed = []

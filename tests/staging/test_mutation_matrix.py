@@ -201,7 +201,14 @@ def test_the_matrix_covers_the_invariants_a_command_can_break():
 
 
 @pytest.mark.converged_vm_last(0)
-def test_every_planted_violation_fails_the_gate_then_clears(converged_vm):
+def report(request, line: str) -> None:
+    """A line in pytest's own output (shown without -s): the matrix's score."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+def test_every_planted_violation_fails_the_gate_then_clears(converged_vm, request):
     """Plant all rows, one gate run names every one; undo all, one gate run is green. Then
     (it re-opens public SSH on purpose, so last) a real fail2ban ban of repeated bad logins."""
     vm = converged_vm
@@ -214,6 +221,9 @@ def test_every_planted_violation_fails_the_gate_then_clears(converged_vm):
         summary = gate(vm).summary()
         missing = [f"§{row.invariant} {row.name}: {fragment!r}" for row in MATRIX
                    for fragment in row.expect if fragment not in summary]
+        caught = sum(all(fragment in summary for fragment in row.expect) for row in MATRIX)
+        report(request, f"\nmutation matrix: the gate named {caught}/{len(MATRIX)} planted "
+                        f"violations (catalogue entries {len({r.invariant for r in MATRIX})})")
         assert not missing, ("the gate did not name these planted violations:\n  "
                              + "\n  ".join(missing) + f"\n\ngate output:\n{summary}")
     finally:

@@ -200,7 +200,6 @@ def test_the_matrix_covers_the_invariants_a_command_can_break():
     assert missing == [], f"catalogue entries with no planted violation here: {missing}"
 
 
-@pytest.mark.converged_vm_last(0)
 def report(request, line: str) -> None:
     """A line in pytest's own output (shown without -s): the matrix's score."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
@@ -208,6 +207,7 @@ def report(request, line: str) -> None:
         reporter.write_line(line)
 
 
+@pytest.mark.converged_vm_last(0)
 def test_every_planted_violation_fails_the_gate_then_clears(converged_vm, request):
     """Plant all rows, one gate run names every one; undo all, one gate run is green. Then
     (it re-opens public SSH on purpose, so last) a real fail2ban ban of repeated bad logins."""

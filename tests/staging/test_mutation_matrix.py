@@ -44,8 +44,9 @@ PROBE_IMAGE = (  # nothing but merged-/usr symlinks; run with the host's /usr re
     ">/dev/null && rm -rf $d")
 # A package named `make` with nothing in it: what the compilers check reads is dpkg's list.
 DUMMY_MAKE = (
-    "d=$(mktemp -d) && mkdir -p $d/DEBIAN && printf 'Package: make\\nVersion: 0.0-vos-matrix\\n"
-    "Architecture: all\\nMaintainer: vos <vos@localhost>\\nDescription: matrix stand-in\\n' "
+    "d=$(mktemp -d) && mkdir -p -m 0755 $d/DEBIAN && printf 'Package: make\\n"
+    "Version: 0.0-vos-matrix\\nArchitecture: all\\nMaintainer: vos <vos@localhost>\\n"
+    "Description: matrix stand-in\\n' "
     "> $d/DEBIAN/control && dpkg-deb -b $d /tmp/vos-matrix-make.deb >/dev/null && "
     "sudo dpkg -i /tmp/vos-matrix-make.deb >/dev/null && rm -rf $d /tmp/vos-matrix-make.deb")
 UNCONFINED = (  # a container with AppArmor off, labelled as the stack's, with a writable root
@@ -78,7 +79,11 @@ MATRIX: list[Mutation] = [
              f"sudo mv /root/daemon.json.matrix {DAEMON_JSON}",
              ('DOCKER §3: daemon.json "ip" is 0.0.0.0 (unset)',)),
     Mutation(5, "a UFW rule past the mesh",
-             "sudo ufw allow 5432", "sudo ufw delete allow 5432",
+             "sudo ufw allow 5432",
+             # retried: fail2ban (started again by §9's undo, just before) may still hold the
+             # xtables lock while its other jails set up their chains
+             "for i in 1 2 3 4 5 6; do sudo ufw delete allow 5432 && exit 0; sleep 5; done; "
+             "exit 1",
              ("FIREWALL §5: UFW rule `5432 ALLOW IN Anywhere`", "sudo ufw delete allow 5432")),
     Mutation(6, "password logins and root login allowed",
              f"printf 'PasswordAuthentication yes\\nPermitRootLogin yes\\n"
@@ -229,8 +234,10 @@ def test_every_planted_violation_fails_the_gate_then_clears(converged_vm, reques
     finally:
         failed_undo = []
         for row in reversed(planted):
-            if vm.ssh(row.undo, check=False, timeout=300).returncode != 0:
-                failed_undo.append(row.name)
+            undo = vm.ssh(row.undo, check=False, timeout=300)
+            if undo.returncode != 0:
+                failed_undo.append(f"{row.name} (exit {undo.returncode}: "
+                                   f"{(undo.stderr or undo.stdout).strip()[-300:]})")
         assert not failed_undo, f"could not undo: {failed_undo}"
     assert_gate_green(vm)
 

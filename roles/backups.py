@@ -179,13 +179,16 @@ def scheduled(settings: BackupSettings, run_now: bool = False):
 
 
 def _directories() -> None:
-    """Every directory the role writes into, made here with its owner and mode (the file
+    """Every directory the role writes into, parents included (under login.defs UMASK 027 an
+    implicit parent would be 0750 root, closed to vos-backup), made here with its owner and
+    mode (the file
     operations run with create_remote_dir=False: pyinfra would otherwise chown a file's
     parent to the file's owner, e.g. /etc/vos-backup to vos-backup for database-url)."""
     for path, owner, group, mode in (
         (HOME, BACKUP_USER, BACKUP_USER, "700"), (GNUPGHOME, BACKUP_USER, BACKUP_USER, "700"),
         (SPOOL, BACKUP_USER, BACKUP_USER, "700"), (SSH_DIR, BACKUP_USER, BACKUP_USER, "700"),
-        (ETC, "root", BACKUP_USER, "750"), (INSTALL_DIR / "backups", "root", "root", "755"),
+        (ETC, "root", BACKUP_USER, "750"), (INSTALL_DIR, "root", "root", "755"),
+        (INSTALL_DIR / "backups", "root", "root", "755"),
     ):
         files.directory(name=f"Directory {path} ({mode})", path=str(path), user=owner,
                         group=group, mode=mode, _sudo=True)

@@ -376,7 +376,15 @@ Host staging-mesh
         handshake = mesh.latest_handshake(state.layout)
         if not handshake or time.time() - handshake > MESH_FRESH_SECONDS:
             return False
-        return tcp_open(state.layout.vm_mesh, 22, timeout=3)
+        # Three tries a second apart: right after `systemctl reload ssh` sshd re-executes
+        # and refuses new connections for a moment; one refusal must not send the next
+        # command to the public address (closed after the cutover: a 255 there)
+        for attempt in range(3):
+            if tcp_open(state.layout.vm_mesh, 22, timeout=3):
+                return True
+            if attempt < 2:
+                time.sleep(1)
+        return False
 
     def _ssh_target(self) -> tuple[list[str], str]:
         """(ssh argv, address) re-evaluated on every wait: the mesh may come up meanwhile."""

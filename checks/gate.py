@@ -216,13 +216,13 @@ def invariants_hold(mesh_ip: str, door_port: int, deploy_user: str,
                     known_hosts_file=known_hosts_file)
     logger.info(f"{host.print_prefix}GATE: running checks/ against {target.url}")
     result = run_checks(target, door_port, deploy_user, mesh_ip, mesh_interface)
+    summary = result.summary()
     if result.ok:
         # said at info level: pyinfra shows a noop's text only with -v, and the operator
         # (and the staging tier) should read the green verdict at the end of every deploy
-        logger.info(f"{host.print_prefix}{result.summary()}")
-        host.noop(result.summary())
+        logger.info(f"{host.print_prefix}{summary}")
+        host.noop(summary)
         return
-    summary = result.summary()
     for line in summary.splitlines():
         logger.error(f"{host.print_prefix}{line}")
     yield StringCommand("echo", shlex.quote(summary), ">&2;", "exit", "1")

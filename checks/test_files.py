@@ -36,7 +36,8 @@ def test_permission_baseline(host):
     (one `stat` for every path: see accounts_rules.parse_stat)."""
     paths = " ".join(shlex.quote(rule.path) for rule in PERMISSION_BASELINE)
     with plugin.as_root(host):
-        out = host.run(f"stat -c '{STAT_FORMAT}' -- {paths}")
+        # C locale: a missing path is told apart from an unreadable one by stat's message
+        out = host.run(f"LC_ALL=C stat -c '{STAT_FORMAT}' -- {paths}")
     found = parse_stat(out.stdout)
     unreadable = [line for line in out.stderr.splitlines()
                   if line.strip() and "No such file or directory" not in line]

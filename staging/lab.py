@@ -24,7 +24,7 @@ from pathlib import Path
 from staging import mesh, networks, scanner
 from staging.image import DEPLOY_USER, BaseImage, ensure_base_image
 from staging.managed_db import SECRETS_FILE, ManagedDb
-from staging.proc import StagingError, progress, run
+from staging.proc import StagingError, progress, run, wait_until
 from staging.state import (
     REPO_ROOT,
     STATE_FILE,
@@ -64,7 +64,6 @@ def ensure_ssh_key(state_dir: Path) -> tuple[Path, str]:
     return private, public.read_text().strip()
 
 
-
 # Longest ControlPath ssh accepts is a unix socket path (108 bytes with the NUL); %C is 40.
 _CONTROL_PATH_MAX = 100
 
@@ -87,6 +86,7 @@ def _connection_sharing(state_dir: Path) -> str:
         return ""
     return (f"Host staging-mesh\n    ControlMaster auto\n    ControlPath {path}\n"
             "    ControlPersist 60\n")
+
 
 class Lab:
     """The staging environment kept in one state dir (default ``.cache/staging``)."""
@@ -376,15 +376,10 @@ Host staging-mesh
         handshake = mesh.latest_handshake(state.layout)
         if not handshake or time.time() - handshake > MESH_FRESH_SECONDS:
             return False
-        # Three tries a second apart: right after `systemctl reload ssh` sshd re-executes
+        # Tries for two seconds: right after `systemctl reload ssh` sshd re-executes
         # and refuses new connections for a moment; one refusal must not send the next
         # command to the public address (closed after the cutover: a 255 there)
-        for attempt in range(3):
-            if tcp_open(state.layout.vm_mesh, 22, timeout=3):
-                return True
-            if attempt < 2:
-                time.sleep(1)
-        return False
+        return wait_until(lambda: tcp_open(state.layout.vm_mesh, 22, timeout=3), timeout=2)
 
     def _ssh_target(self) -> tuple[list[str], str]:
         """(ssh argv, address) re-evaluated on every wait: the mesh may come up meanwhile."""

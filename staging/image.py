@@ -9,10 +9,10 @@ What makes it "a fresh VPS" rather than a hardened host (so the hardening has re
 a ``deploy`` user with passwordless sudo, root login by key allowed, password authentication
 on, a root password set (as some providers e-mail one), X11 forwarding on (Debian default).
 
-Per-boot data (the operator's public key, the public address) is not baked in: it rides on
-the kernel command line (``vos.authorized_key=<base64>``, ``vos.public=<addr/len>``) and a
-small unit, ``vos-boot-config.service``, applies it before sshd and networkd start. One image
-therefore serves every state dir and every slot.
+Per-boot data (the operator's public key, the public addresses) is not baked in: it rides on
+the kernel command line (``vos.authorized_key=<base64>``, ``vos.public=<addr/len>``,
+``vos.public6=<addr/len>``) and a small unit, ``vos-boot-config.service``, applies it before
+sshd and networkd start. One image therefore serves every state dir and every slot.
 
 Example:
     >>> image = ensure_base_image()          # builds on first call (~2-3 min), then cached
@@ -70,9 +70,11 @@ RECIPE_VERSION = 1
 BOOT_CONFIG_SCRIPT = r"""#!/bin/sh
 # Applies per-boot settings passed by the operator on the kernel command line:
 #   vos.authorized_key=<base64 of an OpenSSH public key line>  -> deploy and root keys
-#   vos.public=<address/prefix>                                 -> the public NIC's address
+#   vos.public=<address/prefix>                                 -> the public NIC's IPv4
+#   vos.public6=<address/prefix>                                -> the public NIC's IPv6
 # Without vos.authorized_key nobody can log in by key: the boot wait fails and says so.
 set -eu
+addresses=""
 for word in $(cat /proc/cmdline); do
   case "$word" in
     vos.authorized_key=*)
@@ -87,20 +89,26 @@ for word in $(cat /proc/cmdline); do
         chmod 0600 "$home/.ssh/authorized_keys"
       done
       ;;
-    vos.public=*)
-      install -d /run/systemd/network
-      cat > /run/systemd/network/20-public.network <<EOF
+    vos.public=*|vos.public6=*)
+      addresses="${addresses}Address=${word#*=}
+"
+      ;;
+  esac
+done
+# One file for both families: networkd applies one .network per link. Link-local fe80:: on,
+# as on any VPS's public NIC (its neighbours speak NDP from there); router advertisements
+# off: the addresses are static, and the hardening turns accept_ra off anyway.
+if [ -n "$addresses" ]; then
+  install -d /run/systemd/network
+  cat > /run/systemd/network/20-public.network <<EOF
 [Match]
 MACAddress=PUBLIC_MAC
 
 [Network]
-Address=${word#vos.public=}
-LinkLocalAddressing=no
+${addresses}LinkLocalAddressing=ipv6
 IPv6AcceptRA=no
 EOF
-      ;;
-  esac
-done
+fi
 """
 
 BOOT_CONFIG_UNIT = """[Unit]
@@ -312,6 +320,19 @@ def _chroot(rootfs: Path, *command: str, stdin: str | None = None) -> None:
     run(["chroot", str(rootfs), *command], input=stdin, timeout=120)
 
 
+def boot_config_script() -> str:
+    """The boot script as the image carries it: the deploy user and the public NIC's MAC
+    filled in.
+
+    Example:
+        >>> "MACAddress=52:54:00:12:34:02" in boot_config_script()
+        True
+    """
+    return BOOT_CONFIG_SCRIPT.replace("DEPLOY_USER", DEPLOY_USER).replace(
+        "PUBLIC_MAC", PUBLIC_MAC
+    )
+
+
 def _customise(rootfs: Path) -> None:
     """Make the debootstrapped tree boot as a cloud VPS would."""
     _write(rootfs, "/etc/hostname", "vos-staging\n")
@@ -321,10 +342,7 @@ def _customise(rootfs: Path) -> None:
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
     _write(rootfs, "/etc/apt/sources.list.d/debian.sources", APT_SOURCES)
     _write(rootfs, "/etc/systemd/network/10-egress.network", EGRESS_NETWORK)
-    script = BOOT_CONFIG_SCRIPT.replace("DEPLOY_USER", DEPLOY_USER).replace(
-        "PUBLIC_MAC", PUBLIC_MAC
-    )
-    _write(rootfs, "/usr/local/sbin/vos-boot-config", script, 0o755)
+    _write(rootfs, "/usr/local/sbin/vos-boot-config", boot_config_script(), 0o755)
     _write(rootfs, "/etc/systemd/system/vos-boot-config.service", BOOT_CONFIG_UNIT)
     _write(rootfs, "/etc/ssh/sshd_config.d/50-cloud-init.conf", CLOUD_SSHD)
     _write(rootfs, "/etc/systemd/resolved.conf.d/50-like-ubuntu.conf", RESOLVED_CONF)

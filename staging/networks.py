@@ -1,10 +1,12 @@
 """The public network: a network namespace that plays "the internet" for one staging slot.
 
-Inside the namespace ``vosN-public`` a bridge ``vosN-br`` (203.0.113.<16N+1>/28, where the
-scanner stands) joins the VM's public tap NIC and one end of a veth pair. The other end,
-``vosN-op`` (.2), stays on the operator host, so pyinfra on the host reaches the VM's public
-address like a first login over the internet, and the mesh's WireGuard packets travel the
-same way Tailscale's would.
+Inside the namespace ``vosN-public`` a bridge ``vosN-br`` (203.0.113.<16N+1>/28 and
+2001:db8:N::1/64, where the scanner stands) joins the VM's public tap NIC and one end of a
+veth pair. The other end, ``vosN-op`` (.2), stays on the operator host, so pyinfra on the
+host reaches the VM's public address like a first login over the internet, and the mesh's
+WireGuard packets travel the same way Tailscale's would. IPv6 stops at the namespace: only
+the scanner talks to the VM's public IPv6 address (pyinfra and the mesh use IPv4), so the
+operator host needs no IPv6 address of its own.
 
 A slot is claimed by creating its namespace: ``ip netns add`` fails if it exists, which makes
 the claim atomic between concurrent `staging up` runs.
@@ -43,15 +45,27 @@ def claim_slot() -> SlotLayout:
 
 
 def create_public_network(layout: SlotLayout) -> None:
-    """Bridge + veth inside the claimed namespace; host end gets the operator address."""
+    """Bridge + veth inside the claimed namespace; host end gets the operator address.
+
+    The bridge carries the scanner's addresses (IPv4 and IPv6); the VM's come from its
+    kernel command line (staging/vm.py).
+    """
     ns = ["ip", "-n", layout.netns]
-    progress(f"network: public {layout.public_network} in {layout.netns}")
+    progress(f"network: public {layout.public_network} and {layout.public6_network} "
+             f"in {layout.netns}")
     run([*ns, "link", "set", "lo", "up"])
     # ageing_time 0: a hub, no MAC learning. Every VM of a slot uses the same MACs (baked
     # into the image), one after another; a learning bridge could keep sending to a gone tap.
-    run([*ns, "link", "add", layout.bridge, "type", "bridge", "ageing_time", "0"])
+    # mcast_snooping 0: a hub for multicast too, so IPv6 neighbour discovery never waits on
+    # the bridge having heard the VM's MLD report.
+    run([*ns, "link", "add", layout.bridge, "type", "bridge", "ageing_time", "0",
+         "mcast_snooping", "0"])
     run([*ns, "addr", "add", f"{layout.scanner_public}/{layout.public_prefix_len}",
          "dev", layout.bridge])
+    # nodad: usable at once, not "tentative" for the ~1 s of Duplicate Address Detection
+    # (a scan started in that second would find no source address); the /64 is ours alone.
+    run([*ns, "-6", "addr", "add", f"{layout.scanner_public6}/{layout.public6_prefix_len}",
+         "dev", layout.bridge, "nodad"])
     run([*ns, "link", "set", layout.bridge, "up"])
     run(["ip", "link", "add", layout.host_veth, "type", "veth", "peer", "name", layout.ns_veth])
     run(["ip", "link", "set", layout.ns_veth, "netns", layout.netns])

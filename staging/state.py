@@ -7,16 +7,18 @@ Addresses come from a *slot* (0-15) so that several state dirs (a developer's `m
 test session) can run side by side without clashing:
 
     public network  203.0.113.<16*slot>/28  (.1 scanner in the netns, .2 operator, .10 the VM)
+    public IPv6     2001:db8:<slot>::/64    (::1 scanner in the netns, ::10 the VM)
     mesh            100.64.<slot>.0/24      (.1 operator, wireguard-go; .2 the VM, tailscale0)
 
 Example:
     >>> layout = SlotLayout(slot=0)
-    >>> layout.vm_public, layout.vm_mesh
-    ('203.0.113.10', '100.64.0.2')
+    >>> layout.vm_public, layout.vm_public6, layout.vm_mesh
+    ('203.0.113.10', '2001:db8::10', '100.64.0.2')
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tempfile
@@ -102,6 +104,40 @@ class SlotLayout(BaseModel):
     @property
     def vm_public(self) -> str:
         return self._public(10)
+
+    def _public6(self, host: str) -> str:
+        # The slot in decimal digits reads like the IPv4 layout (slot 12: 2001:db8:12::10);
+        # compressed as `ip` and nmap print it (slot 0: 2001:db8::10), so strings compare.
+        return str(ipaddress.IPv6Address(f"2001:db8:{self.slot}::{host}"))
+
+    @property
+    def public6_prefix_len(self) -> int:
+        return 64
+
+    @property
+    def public6_network(self) -> str:
+        """The slot's documentation /64, e.g. ``'2001:db8:3::/64'`` for slot 3."""
+        return f"{self._public6('0')}/{self.public6_prefix_len}"
+
+    @property
+    def scanner_public6(self) -> str:
+        return self._public6("1")
+
+    @property
+    def vm_public6(self) -> str:
+        return self._public6("10")
+
+    def vm_public_address(self, family: int) -> str:
+        """The VM's public address of one IP family (4 or 6).
+
+        Example:
+            >>> SlotLayout(slot=3).vm_public_address(6)
+            '2001:db8:3::10'
+        """
+        addresses = {4: self.vm_public, 6: self.vm_public6}
+        if family not in addresses:
+            raise ValueError(f"IP family must be 4 or 6, not {family!r}")
+        return addresses[family]
 
     @property
     def operator_mesh(self) -> str:

@@ -68,10 +68,17 @@ def create_overlay(overlay: Path, backing: Path) -> None:
 
 
 def kernel_cmdline(layout: SlotLayout, authorized_key: str | None) -> str:
-    """Kernel arguments: root disk, serial console, and the per-boot settings."""
+    """Kernel arguments: root disk, serial console, and the per-boot settings (the public
+    IPv4 and IPv6 addresses, the operator's key), applied by the image's boot script.
+
+    Example:
+        >>> kernel_cmdline(SlotLayout(slot=3), None).split()[-2:]
+        ['vos.public=203.0.113.58/28', 'vos.public6=2001:db8:3::10/64']
+    """
     words = [
         "root=/dev/vda", "rw", "console=ttyS0", "panic=1", "net.ifnames=0",
         f"vos.public={layout.vm_public}/{layout.public_prefix_len}",
+        f"vos.public6={layout.vm_public6}/{layout.public6_prefix_len}",
     ]
     if authorized_key:
         encoded = base64.b64encode(authorized_key.strip().encode()).decode()

@@ -286,6 +286,89 @@ def sshd_banner_violations(sshd_t: str) -> list[str]:
             "(re-run the deploy, ssh step)"]
 
 
+# ------------------------------------------------------------------ session policy (§18)
+
+IDLE_TIMEOUT_MAX = 900  # CIS 5.4.3.2
+PASSWORD_MIN_LENGTH = 14  # CIS 5.3.3.2.2
+_TMOUT = re.compile(r"^\s*(?:export\s+|readonly\s+|typeset\s+-r\s+|declare\s+-r\s+)?"
+                    r"TMOUT=(\d+)", re.MULTILINE)
+_TMOUT_READONLY = re.compile(r"^\s*(?:readonly|typeset\s+-r|declare\s+-r)\s+TMOUT\b",
+                             re.MULTILINE)
+
+
+def idle_timeout_violations(profile_scripts: dict[str, str]) -> list[str]:
+    """ACCOUNTS §18: a login shell reads a read-only TMOUT of at most 900 s (/etc/profile and
+    /etc/profile.d/*.sh, as a login shell reads them).
+
+    Example:
+        >>> idle_timeout_violations({"/etc/profile.d/t.sh": "TMOUT=900\\nreadonly TMOUT\\n"})
+        []
+        >>> idle_timeout_violations({"/etc/profile": "TMOUT=3600\\n"})[0][:58]
+        'ACCOUNTS §18: TMOUT is 3600 s in /etc/profile, must be at '
+    """
+    fix = ("re-run the deploy (accounts step), or `printf 'TMOUT=900\\nreadonly TMOUT\\n"
+           "export TMOUT\\n' | sudo tee /etc/profile.d/vos-idle-timeout.sh`")
+    values = [(path, int(m)) for path, text in sorted(profile_scripts.items())
+              for m in _TMOUT.findall(text)]
+    if not values:
+        return [f"ACCOUNTS §18: no TMOUT in /etc/profile or /etc/profile.d: idle shells never "
+                f"end — {fix}"]
+    problems = [f"ACCOUNTS §18: TMOUT is {value} s in {path}, must be at most "
+                f"{IDLE_TIMEOUT_MAX} (and not 0) — {fix}"
+                for path, value in values if not 0 < value <= IDLE_TIMEOUT_MAX]
+    if not any(_TMOUT_READONLY.search(text) for text in profile_scripts.values()):
+        problems.append(f"ACCOUNTS §18: TMOUT is not read-only: a session can lift it — {fix}")
+    return problems
+
+
+def pam_module_violations(stacks: dict[str, str]) -> list[str]:
+    """ACCOUNTS §18: pam_pwquality in common-password, pam_tmpdir in common-session (live,
+    uncommented lines).
+
+    Example:
+        >>> pam_module_violations({"common-password": "password requisite pam_pwquality.so",
+        ...                        "common-session": "# session optional pam_tmpdir.so"})
+        ['ACCOUNTS §18: /etc/pam.d/common-session has no pam_tmpdir.so (a private $TMPDIR \
+per session) — `sudo pam-auth-update --enable tmpdir`']
+    """
+    wanted = [("common-password", "pam_pwquality.so", "password quality",
+               "`sudo pam-auth-update --enable pwquality`"),
+              ("common-session", "pam_tmpdir.so", "a private $TMPDIR per session",
+               "`sudo pam-auth-update --enable tmpdir`")]
+    problems = []
+    for stack, module, purpose, fix in wanted:
+        live = [line for line in stacks.get(stack, "").splitlines()
+                if not line.lstrip().startswith("#") and module in line]
+        if not live:
+            problems.append(f"ACCOUNTS §18: /etc/pam.d/{stack} has no {module} ({purpose}) "
+                            f"— {fix}")
+    return problems
+
+
+def pwquality_violations(texts: list[str]) -> list[str]:
+    """ACCOUNTS §18: pam_pwquality's effective minlen (pwquality.conf, then its conf.d files
+    in order; the last value wins) is at least 14.
+
+    Example:
+        >>> pwquality_violations(["# minlen = 9\\n", "minlen = 14\\n"])
+        []
+        >>> pwquality_violations(["minlen = 8\\n"])[0][:50]
+        'ACCOUNTS §18: pam_pwquality minlen is 8, must be a'
+    """
+    minlen = None
+    for text in texts:
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "minlen" and value.strip().isdigit():
+                minlen = int(value.strip())
+    if minlen is None or minlen < PASSWORD_MIN_LENGTH:
+        return [f"ACCOUNTS §18: pam_pwquality minlen is {minlen or 'unset (9)'}, must be at "
+                f"least {PASSWORD_MIN_LENGTH} — re-run the deploy (accounts step), or `echo "
+                f"'minlen = {PASSWORD_MIN_LENGTH}' | sudo tee "
+                "/etc/security/pwquality.conf.d/50-vos.conf`"]
+    return []
+
+
 # ------------------------------------------------------------------ files (§13, §19, §20)
 
 

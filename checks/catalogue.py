@@ -154,7 +154,8 @@ ENTRIES = [
                   "no passwords, no keyboard-interactive, public keys only "
                   "(authenticationmethods publickey), maxauthtries ≤ 3, logingracetime ≤ 30, "
                   "no X11, agent or tunnel forwarding, no user environment, allowusers = the "
-                  "deploy user(s), clientaliveinterval 300, clientalivecountmax ≤ 3.",
+                  "deploy user(s), clientaliveinterval 300, clientalivecountmax ≤ 3, "
+                  "maxsessions ≤ 4, tcpkeepalive no (liveness inside the channel).",
         why="A drop-in read earlier, or a default, can override what a file says; only the "
             "effective values count.",
         fix="Fix or remove the drop-in under /etc/ssh/sshd_config.d/ that sets it, or re-run "
@@ -215,15 +216,18 @@ ENTRIES = [
     Invariant(
         10, "Firewall companions", "Kernel settings from the dev-sec baseline",
         statement="Live sysctl values: fs.protected_hardlinks=1, fs.protected_symlinks=1, "
-                  "fs.protected_fifos=1, fs.protected_regular=2, fs.suid_dumpable=0, "
+                  "fs.protected_fifos=2, fs.protected_regular=2, fs.suid_dumpable=0, "
                   "kernel.kptr_restrict=2, kernel.randomize_va_space=2, kernel.sysrq=0, "
                   "kernel.yama.ptrace_scope≥1, kernel.unprivileged_bpf_disabled=1, "
                   "net.ipv4.conf.all.rp_filter=1, net.ipv4.tcp_syncookies=1, "
                   "net.ipv4.conf.all.accept_redirects=0, net.ipv4.conf.all.send_redirects=0, "
                   "net.ipv4.conf.all.accept_source_route=0, net.ipv4.conf.all.log_martians=1, "
                   "net.ipv4.icmp_echo_ignore_broadcasts=1, net.ipv6.conf.all.accept_redirects=0, "
-                  "net.ipv6.conf.all.accept_ra=0. net.ipv4.ip_forward stays 1 (Docker needs "
-                  "it).",
+                  "net.ipv6.conf.all.accept_ra=0, kernel.dmesg_restrict=1, "
+                  "kernel.perf_event_paranoid=3, dev.tty.ldisc_autoload=0, "
+                  "net.core.bpf_jit_harden=2, no source routing on IPv6 or new IPv4 interfaces "
+                  "(the rest of Lynis's KRNL-6000 profile is persisted too). "
+                  "net.ipv4.ip_forward stays 1 (Docker needs it).",
         why="Cheap kernel defences against local privilege escalation and network tricks "
             "(redirects, source routing, spoofing).",
         fix="Set it in /etc/sysctl.d/99-vos-hardening.conf and `sudo sysctl --system`, or "
@@ -349,16 +353,24 @@ ENTRIES = [
                   "SHA_CRYPT_MIN_ROUNDS and SHA_CRYPT_MAX_ROUNDS ≥ 5000, LOGIN_RETRIES ≤ 3. "
                   "/etc/issue and /etc/issue.net hold an authorised-use notice and /etc/motd "
                   "nothing about the OS (no name, version or getty escape); sshd shows "
-                  "/etc/issue.net before authentication.",
+                  "/etc/issue.net before authentication. Login shells get a read-only TMOUT "
+                  "of at most 900 s; pam_pwquality (minlen ≥ 14) is in common-password and "
+                  "pam_tmpdir in common-session.",
         why="New files closed to others by default, password ageing and hashing for the day "
             "a password exists (Lynis AUTH-9230/9286/9328); banners that tell an attacker "
-            "nothing about the OS and tell a user the rules (CIS 1.7, Lynis BANN-7126/7130).",
+            "nothing about the OS and tell a user the rules (CIS 1.7, Lynis BANN-7126/7130); "
+            "a forgotten root shell that ends, passwords an attacker cannot guess, and no "
+            "shared /tmp for a session's files (Lynis SHLL-6220, AUTH-9262, DEB-0280).",
         fix="Re-run the deploy (accounts step), or the `sed`/`tee` command the message gives.",
         check=("checks/test_accounts.py::test_login_defs_policy",
                "checks/test_accounts.py::test_login_banners_name_no_os",
                "checks/test_accounts.py::test_sshd_shows_the_banner",
+               "checks/test_accounts.py::test_session_policy",
                "checks/accounts_rules.py::login_defs_violations",
-               "checks/accounts_rules.py::banner_violations"),
+               "checks/accounts_rules.py::banner_violations",
+               "checks/accounts_rules.py::idle_timeout_violations",
+               "checks/accounts_rules.py::pam_module_violations",
+               "checks/accounts_rules.py::pwquality_violations"),
         planted=(f"{ACCOUNTS_FILES}::test_planted_account_violations_fail_naming_each_fix",),
         cited_as=("ACCOUNTS",),
         gap="sshd's Banner is judged only where sshd runs (skipped in the container of the "
@@ -401,23 +413,29 @@ ENTRIES = [
     ),
     # ---------------------------------------------------------------------------- Kernel
     Invariant(
-        21, "Kernel", "Unused and risky kernel modules cannot load",
+        21, "Kernel", "Unused and risky kernel modules cannot load; USB devices by policy",
         statement="Every module of the blacklist (dccp, sctp, rds, tipc; cramfs, freevxfs, hfs, "
                   "hfsplus, jffs2, udf; usb-storage, firewire-core, firewire-ohci, bluetooth, "
                   "btusb) has `install M /bin/false` and `blacklist M` in modprobe.d "
                   "(/etc/modprobe.d/vos-blacklist.conf), no other file gives it another install "
                   "command, and none of them is loaded. Docker's and the mesh's modules "
                   "(overlay, br_netfilter, veth, nf_*/xt_*/iptables, wireguard) are never listed "
-                  "(the inventory model refuses them).",
+                  "(the inventory model refuses them). USBGuard runs, enabled, with "
+                  "ImplicitPolicyTarget block and Present/InsertedDevicePolicy apply-policy: "
+                  "a USB device its rules (the devices present at install) do not name is "
+                  "blocked.",
         why="Rare protocols and filesystems are where kernel bugs reachable by an unprivileged "
             "socket(2) or mount(2) live (CIS 1.1.1.x, 3.2.x; Lynis NETW-3200, USB-1000, "
-            "STRG-1846); a VPS needs none of them.",
+            "STRG-1846); a VPS needs none of them. A USB device plugged into bare metal "
+            "(a keyboard that types, a stick) is an intruder's tool (Lynis USB-3000).",
         fix="Re-run the deploy (kernel step); delete the line that overrides the install "
             "command; `sudo modprobe -r MODULE` for a loaded one.",
         check=("checks/test_kernel.py::test_modules_blacklisted",
                "checks/test_kernel.py::test_no_blacklisted_module_loaded",
+               "checks/test_kernel.py::test_usb_devices_allowed_by_policy_only",
                "checks/kernel_rules.py::modprobe_violations",
-               "checks/kernel_rules.py::loaded_violations"),
+               "checks/kernel_rules.py::loaded_violations",
+               "checks/kernel_rules.py::usbguard_violations"),
         planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",
                  f"{KERNEL_CONTAINER}::test_modprobe_files_planted_wrong_then_right"),
         cited_as=("KERNEL",),
@@ -498,6 +516,31 @@ ENTRIES = [
         planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
         cited_as=("AUDIT",),
         gap="Judged on a host only (the checks skip in a container).",
+    ),
+    Invariant(
+        26, "Audit and confinement", "File integrity baseline checked daily; process "
+                                     "accounting on",
+        statement="AIDE is installed with SHA-512 (or SHA-256) checksums, its baseline "
+                  "/var/lib/aide/aide.db exists (or vos-aide-baseline.service is writing it "
+                  "right now, in the background after a first deploy) and "
+                  "vos-aide-check.timer is enabled and active; process accounting (acct) is "
+                  "active and writing /var/log/account/pacct.",
+        why="auditd records the changes it has rules for; AIDE notices any change to the "
+            "files it baselined (a replaced binary, a new set-uid file, an edited unit) even "
+            "when no rule saw it; process accounting keeps every command that ran (`lastcomm`)"
+            " (CIS 1.3.2, 6.1.x; Lynis FINT-4350/4402, ACCT-9622).",
+        fix="Re-run the deploy (integrity and audit steps); `sudo systemctl start "
+            "vos-aide-baseline` to write a baseline, `sudo systemctl enable --now "
+            "vos-aide-check.timer acct`.",
+        check=("checks/test_audit.py::test_file_integrity_baseline_checked_daily",
+               "checks/test_audit.py::test_process_accounting_on",
+               "checks/kernel_rules.py::aide_violations",
+               "checks/kernel_rules.py::accounting_violations"),
+        planted=(f"{MATRIX}::test_every_planted_violation_fails_the_gate_then_clears",),
+        cited_as=("INTEGRITY",),
+        gap="Judged on a host only (the checks skip in a container). The daily comparison's "
+            "findings are the operator's to read (`journalctl -u vos-aide-check`); the gate "
+            "judges that the comparison runs, not what it found.",
     ),
 ]
 

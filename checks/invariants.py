@@ -351,8 +351,10 @@ SSH_EXACT = {
     "permittunnel": "no",
     "permituserenvironment": "no",
     "clientaliveinterval": "300",
+    "tcpkeepalive": "no",
 }
-SSH_AT_MOST = {"maxauthtries": 3, "logingracetime": 30, "clientalivecountmax": 3}
+SSH_AT_MOST = {"maxauthtries": 3, "logingracetime": 30, "clientalivecountmax": 3,
+               "maxsessions": 4}
 ALLOWED_KEX = {
     "sntrup761x25519-sha512@openssh.com", "sntrup761x25519-sha512", "mlkem768x25519-sha256",
     "curve25519-sha256", "curve25519-sha256@libssh.org", "diffie-hellman-group18-sha512",

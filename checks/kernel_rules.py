@@ -381,3 +381,94 @@ def unconfined_containers(containers: list[dict]) -> list[str]:
                             f"docker && sudo docker restart {name}`, or re-run the deploy "
                             f"(audit step)")
     return problems
+
+
+# ------------------------------------------------------------- integrity, accounting (§26)
+
+AIDE_FIX = "re-run the deploy (integrity step)"
+
+
+def aide_violations(config: str | None, database_bytes: int, baseline_unit: str,
+                    timer_enabled: str, timer_active: str) -> list[str]:
+    """INTEGRITY §26: AIDE configured with SHA-256/512, a baseline database (or one being
+    written by vos-aide-baseline.service right now), and its daily check on.
+
+    Example:
+        >>> aide_violations("Checksums = sha512\\n", 4096, "inactive", "enabled", "active")
+        []
+        >>> aide_violations("Checksums = H\\n", 0, "failed", "disabled", "inactive")[1][:64]
+        'INTEGRITY §26: no AIDE baseline (/var/lib/aide/aide.db is missin'
+    """
+    if config is None:
+        return [f"INTEGRITY §26: AIDE is not installed (no /etc/aide/aide.conf) — {AIDE_FIX}"]
+    problems = []
+    checksums = [value.strip() for key, _, value in
+                 (line.partition("=") for line in config.splitlines()
+                  if not line.lstrip().startswith("#"))
+                 if key.strip() == "Checksums"]
+    have = checksums[-1] if checksums else "unset"
+    if not re.search(r"\bsha(256|512)\b", have):
+        problems.append(f"INTEGRITY §26: AIDE's Checksums is {have}, must name sha512 (or "
+                        f"sha256) — {AIDE_FIX}")
+    if database_bytes <= 0 and baseline_unit not in ("activating", "active"):
+        problems.append("INTEGRITY §26: no AIDE baseline (/var/lib/aide/aide.db is missing "
+                        f"or empty; vos-aide-baseline.service is {baseline_unit}) — `sudo "
+                        "systemctl start vos-aide-baseline` (see `journalctl -u "
+                        "vos-aide-baseline` if it failed)")
+    if timer_enabled != "enabled" or timer_active != "active":
+        problems.append(f"INTEGRITY §26: vos-aide-check.timer is {timer_enabled} and "
+                        f"{timer_active}, so nobody compares the files with the baseline — "
+                        "`sudo systemctl enable --now vos-aide-check.timer`")
+    return problems
+
+
+def accounting_violations(service_active: str, pacct_bytes: int | None) -> list[str]:
+    """INTEGRITY §26: process accounting on (the `acct` service active and its file present).
+
+    Example:
+        >>> accounting_violations("active", 128)
+        []
+        >>> accounting_violations("inactive", None)[0][:60]
+        'INTEGRITY §26: process accounting is off (acct.service inact'
+    """
+    if service_active == "active" and pacct_bytes is not None:
+        return []
+    where = "no /var/log/account/pacct" if pacct_bytes is None else "its file exists"
+    return [f"INTEGRITY §26: process accounting is off (acct.service {service_active}, {where})"
+            " — `sudo systemctl enable --now acct`, or re-run the deploy (audit step)"]
+
+
+# ------------------------------------------------------------------ USB devices (§21)
+
+USBGUARD_WANTED = {"ImplicitPolicyTarget": ("block", "reject"),
+                   "InsertedDevicePolicy": ("apply-policy", "block", "reject"),
+                   "PresentDevicePolicy": ("apply-policy", "block", "reject")}
+
+
+def usbguard_violations(conf: str | None, active: str, enabled: str) -> list[str]:
+    """KERNEL §21: USBGuard running and enabled, blocking what its rules do not allow
+    (devices not in the rules, and anything plugged in later).
+
+    Example:
+        >>> usbguard_violations("ImplicitPolicyTarget=block\\nInsertedDevicePolicy=apply-policy"
+        ...                     "\\nPresentDevicePolicy=apply-policy\\n", "active", "enabled")
+        []
+        >>> usbguard_violations("ImplicitPolicyTarget=allow\\n", "active", "enabled")[0][:62]
+        'KERNEL §21: usbguard ImplicitPolicyTarget is allow, must be bl'
+    """
+    fix = "re-run the deploy (kernel step)"
+    if conf is None:
+        return [f"KERNEL §21: USBGuard is not installed (no /etc/usbguard/usbguard-daemon.conf)"
+                f" — {fix}"]
+    values = {}
+    for line in conf.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip()
+    problems = [f"KERNEL §21: usbguard {key} is {values.get(key, 'unset')}, must be "
+                f"{' or '.join(allowed)} — {fix}"
+                for key, allowed in USBGUARD_WANTED.items() if values.get(key) not in allowed]
+    if active != "active" or enabled != "enabled":
+        problems.append(f"KERNEL §21: usbguard is {active} and {enabled}, so any USB device is "
+                        "accepted — `sudo systemctl enable --now usbguard`")
+    return problems

@@ -4,7 +4,8 @@ as whom, login policy and banners.
   §11  unattended upgrades on; no login user has a password; root locked
   §16  root is the only uid 0 account, and has no authorized keys
   §17  no empty password field; system accounts have no login shell; `sudo` = the deploy user
-  §18  login.defs (umask, password ageing, hashing, retries); banners without OS names
+  §18  login.defs (umask, password ageing, hashing, retries); banners without OS names;
+       idle shells end (TMOUT), pam_pwquality and pam_tmpdir
 
 The judgements are plain functions (checks/invariants.py, checks/accounts_rules.py); these
 tests read the host's files and hand them over. Checks that need sshd skip where it is not
@@ -19,8 +20,11 @@ from checks import plugin
 from checks.accounts_rules import (
     banner_violations,
     empty_password_violations,
+    idle_timeout_violations,
     login_defs_violations,
+    pam_module_violations,
     parse_login_defs,
+    pwquality_violations,
     root_keys_violation,
     sshd_banner_violations,
     sudo_group_violations,
@@ -123,4 +127,29 @@ def test_sshd_shows_the_banner(host):
         out = host.run("/usr/sbin/sshd -T")
     assert out.rc == 0, f"ACCOUNTS §18: `sshd -T` failed ({out.stderr.strip()[:200]})"
     problems = sshd_banner_violations(out.stdout)
+    assert not problems, "\n".join(problems)
+
+
+def _read_all(host, pattern: str) -> dict[str, str]:
+    """Every file a shell glob names, read in one command (path -> text)."""
+    out = host.run(f"for f in {pattern}; do [ -f \"$f\" ] && printf '\\036%s\\n' \"$f\" "
+                   "&& cat \"$f\"; done; true").stdout
+    files = {}
+    for chunk in out.split("\036")[1:]:
+        path, _, text = chunk.partition("\n")
+        files[path] = text
+    return files
+
+
+def test_session_policy(host):
+    """§18: a read-only TMOUT of at most 900 s for login shells; pam_pwquality (minlen ≥ 14)
+    in common-password and pam_tmpdir in common-session."""
+    problems = idle_timeout_violations(_read_all(host, "/etc/profile /etc/profile.d/*.sh"))
+    problems += pam_module_violations(
+        {path.rsplit("/", 1)[1]: text for path, text in
+         _read_all(host, "/etc/pam.d/common-password /etc/pam.d/common-session").items()})
+    pwquality = _read_all(host, "/etc/security/pwquality.conf "
+                                "/etc/security/pwquality.conf.d/*.conf")
+    problems += pwquality_violations([pwquality[path] for path in sorted(
+        pwquality, key=lambda p: (p != "/etc/security/pwquality.conf", p))])
     assert not problems, "\n".join(problems)

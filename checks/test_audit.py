@@ -93,3 +93,34 @@ def test_every_running_container_is_confined(host, on_a_host):
             ids.stdout.split())))
     problems = rules.unconfined_containers(containers)
     assert not problems, "\n".join(problems)
+
+
+def _state(host, command: str) -> str:
+    return host.run(command + " 2>/dev/null").stdout.strip() or "absent"
+
+
+def _size(host, path: str) -> int | None:
+    out = host.run(f"stat -c %s {path} 2>/dev/null")
+    return int(out.stdout) if out.rc == 0 and out.stdout.strip().isdigit() else None
+
+
+def test_file_integrity_baseline_checked_daily(host, on_a_host):
+    """§26: AIDE with SHA-512 checksums, its baseline database written (or being written),
+    and the daily comparison timer on."""
+    with host.sudo():
+        config = host.file("/etc/aide/aide.conf")
+        text = config.content_string if config.exists else None
+        database = _size(host, "/var/lib/aide/aide.db") or 0
+        baseline = _state(host, "systemctl is-active vos-aide-baseline.service")
+        enabled = _state(host, "systemctl is-enabled vos-aide-check.timer")
+        active = _state(host, "systemctl is-active vos-aide-check.timer")
+    problems = rules.aide_violations(text, database, baseline, enabled, active)
+    assert not problems, "\n".join(problems)
+
+
+def test_process_accounting_on(host, on_a_host):
+    """§26: every process that ran is on record (acct: `lastcomm`, `sa`)."""
+    with host.sudo():
+        problems = rules.accounting_violations(_state(host, "systemctl is-active acct"),
+                                               _size(host, "/var/log/account/pacct"))
+    assert not problems, "\n".join(problems)

@@ -84,3 +84,17 @@ def test_tmp_nodev_nosuid_when_its_own_mount(host):
     problems = rules.mount_violations("/tmp", rules.mount_options(mounts, "/tmp"),
                                       ("nodev", "nosuid"))
     assert not problems, "\n".join(problems)
+
+
+def test_usb_devices_allowed_by_policy_only(host):
+    """§21: USBGuard runs and blocks devices its rules do not allow. Needs the host's own
+    kernel: skips inside a container."""
+    if in_container(host):
+        pytest.skip("KERNEL §21: USB devices are the host's; judged on a host")
+    with plugin.as_root(host):
+        conf = host.file("/etc/usbguard/usbguard-daemon.conf")
+        text = conf.content_string if conf.exists else None
+        active = host.run("systemctl is-active usbguard 2>/dev/null").stdout.strip()
+        enabled = host.run("systemctl is-enabled usbguard 2>/dev/null").stdout.strip()
+    problems = rules.usbguard_violations(text, active or "absent", enabled or "absent")
+    assert not problems, "\n".join(problems)

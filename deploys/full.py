@@ -36,6 +36,7 @@ from roles import (
     docker,
     fail2ban,
     firewall,
+    integrity,
     kernel,
     mesh,
     ssh,
@@ -91,29 +92,35 @@ files.put(
 
 # 2. Base: packages, unattended security upgrades, time, journald, root locked.
 step(2, "base")
-base.packages(upgrade=settings.apt_upgrade)
+# One apt transaction for the packages later roles configure (each role ensures its own).
+base.packages(upgrade=settings.apt_upgrade,
+              extra=[*accounts.SESSION_PACKAGES, *audit.ACCOUNTING_PACKAGES, *integrity.PACKAGES,
+                     "usbguard"])
 base.unattended_upgrades()
 base.time_sync()
 base.journald()
 base.lock_root()
 
 # 3. Users, keys and accounts; sshd accepts exactly those keys for exactly those users from
-#    now on; login.defs, the banners (sshd shows /etc/issue.net), no keys for root, no
-#    compilers on the host.
+#    now on; login.defs, the banners (sshd shows /etc/issue.net), idle shells end, password
+#    quality, no keys for root, no compilers on the host.
 step(3, "users, keys and accounts")
 users.deploy_user(settings.deploy_user, public_keys=settings.operator_public_keys)
 accounts.login_defs(settings.login)
 accounts.banners(settings.login)
+accounts.session_policy(settings.login)
 accounts.no_root_keys()
 accounts.no_compilers(settings.login)
 ssh.harden(allow_users=[settings.deploy_user])
 
-# 4. Kernel: settings, module blacklist, core dumps off, /dev/shm nodev,nosuid,noexec.
+# 4. Kernel: settings, module blacklist, core dumps off, /dev/shm nodev,nosuid,noexec, USB
+#    devices by policy only.
 step(4, "kernel")
 sysctl.harden()
 kernel.module_blacklist(modules=settings.kernel.module_blacklist)
 kernel.core_dumps()
 kernel.shared_memory()
+kernel.usb_guard()
 
 # 5. Firewall: public SSH stays allowed only until the cutover has happened once.
 step(5, "firewall")
@@ -156,6 +163,7 @@ else:
     audit.apparmor()
     docker.engine(mesh_ip=mesh_ip)
     audit.auditd()
+    audit.accounting()
 
     # 10. The app stack: image shipped, migrations, compose gated statically, health-gated
     #     release with automatic rollback, runtime binding grep.
@@ -169,8 +177,10 @@ else:
         step(11, "scheduled backups")
         backups.scheduled(settings.backups)
 
-    # File modes last: cron's files arrive with the backups step above.
+    # File modes last: cron's files arrive with the backups step above. Then AIDE's baseline
+    # (written in the background) records the host as this deploy left it.
     file_modes.permissions()
+    integrity.aide()
 
     # 12. Gate: every check in checks/ (checks/test_stack.py too), from the operator's side,
     #     over the mesh.

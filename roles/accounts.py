@@ -1,4 +1,5 @@
-"""Accounts role: login policy (login.defs), login banners, no compilers, no root keys.
+"""Accounts role: login policy (login.defs), login banners, session policy, no compilers, no
+root keys.
 
 INVARIANTS.md §16, §18 and §20; the knobs are `LoginSettings` (roles/settings.py). Facts in,
 operations out: every operation compares first, so a converged host plans no command.
@@ -6,6 +7,7 @@ operations out: every operation compares first, so a converged host plans no com
 Example (inside deploys/full.py):
     accounts.login_defs(settings.login)
     accounts.banners(settings.login)
+    accounts.session_policy(settings.login)
     accounts.no_compilers(settings.login)
     accounts.no_root_keys()
 """
@@ -82,6 +84,38 @@ def banners(settings: LoginSettings | None = None):
     for dest, source in BANNERS.items():
         files.template(name=f"Login banner {dest}", src=template(source), dest=dest,
                        user="root", group="root", mode=644, banner=text, _sudo=True)
+
+
+# pam_tmpdir (a private $TMPDIR per session) and pam_pwquality; their pam-auth-update
+# profiles are on by default once installed, and the gate reads the PAM stacks.
+# deploys/full.py hands them to the base role's one apt transaction; here they are ensured.
+SESSION_PACKAGES = ["libpam-tmpdir", "libpam-pwquality"]
+SESSION_FILES = {
+    "/etc/profile.d/vos-idle-timeout.sh": "accounts/idle-timeout.sh.j2",
+    "/etc/security/pwquality.conf.d/50-vos.conf": "accounts/pwquality.conf.j2",
+}
+
+
+@deploy("Accounts: session policy")
+def session_policy(settings: LoginSettings | None = None):
+    """Idle interactive shells end (a read-only TMOUT) and new passwords meet pam_pwquality's
+    bar (length and character classes, root included).
+
+    Example:
+        session_policy(LoginSettings(idle_timeout_seconds=600))
+    """
+    settings = settings or LoginSettings()
+    apt.packages(name=f"PAM modules ({', '.join(SESSION_PACKAGES)})", packages=SESSION_PACKAGES,
+                 no_recommends=True, _sudo=True,
+                 _env={"DEBIAN_FRONTEND": "noninteractive"})
+    files.directory(name="/etc/security/pwquality.conf.d", path="/etc/security/pwquality.conf.d",
+                    user="root", group="root", mode=755, _sudo=True)
+    values = {"seconds": settings.idle_timeout_seconds,
+              "min_length": settings.password_min_length,
+              "min_classes": settings.password_min_classes}
+    for dest, source in SESSION_FILES.items():
+        files.template(name=f"Session policy {dest}", src=template(source), dest=dest,
+                       user="root", group="root", mode=644, **values, _sudo=True)
 
 
 def installed_matches(installed: dict, patterns: list[str]) -> list[str]:

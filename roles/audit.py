@@ -13,6 +13,7 @@ Example (inside deploys/full.py):
     audit.apparmor()
     docker.engine(mesh_ip=mesh_ip)
     audit.auditd()
+    audit.accounting()
 """
 
 from __future__ import annotations
@@ -170,3 +171,26 @@ def confine_containers():
         yield "systemctl restart docker.service"
     if state["unprofiled"]:
         yield "docker restart " + " ".join(state["unprofiled"])
+
+
+ACCOUNTING_PACKAGES = ["acct", "sysstat"]
+
+
+@deploy("Audit: process accounting")
+def accounting():
+    """Process accounting (`acct`: every command that ran, `lastcomm`/`sa`) and sysstat's
+    activity history (`sar`), both on (INVARIANTS.md §26; Lynis ACCT-9622/9626).
+
+    Example:
+        accounting()
+    """
+    apt.packages(name=f"Accounting ({', '.join(ACCOUNTING_PACKAGES)})",
+                 packages=ACCOUNTING_PACKAGES, no_recommends=True, _sudo=True,
+                 _env={"DEBIAN_FRONTEND": "noninteractive"})
+    # Debian installs sysstat collecting nothing until ENABLED is true.
+    files.line(name="sysstat collects (/etc/default/sysstat ENABLED)",
+               path="/etc/default/sysstat", line=r"^ENABLED=.*$", replace='ENABLED="true"',
+               _sudo=True)
+    for service in ("acct.service", "sysstat.service"):
+        systemd.service(name=f"{service} running and enabled", service=service, running=True,
+                        enabled=True, _sudo=True)

@@ -33,7 +33,17 @@ BASE_PACKAGES = [
     "iproute2",  # `ss` for the checks, `ip` for the mesh wait
     "sudo",
     "procps",  # `sysctl`
+    # Patch management (Lynis PKGS-7370/7394, DEB-0811/0831): verify installed files against
+    # their packages, list what is upgradable, show NEWS before an upgrade, and name the
+    # services an upgrade left running on old libraries (list only: NEEDRESTART_CONF).
+    "debsums",
+    "apt-show-versions",
+    "apt-listchanges",
+    "needrestart",
 ]
+# needrestart restarts services by itself in a non-interactive apt run unless told to list
+# only: the deploy and unattended-upgrades must not restart sshd or dockerd behind our back.
+NEEDRESTART_CONF = "/etc/needrestart/conf.d/50-vos.conf"
 APT_CACHE_SECONDS = 3600
 
 
@@ -48,6 +58,17 @@ def packages(upgrade: bool = True, extra: list[str] | None = None):
         name="apt waits for the dpkg lock (a fresh VPS runs unattended-upgrades at boot)",
         src=StringIO('DPkg::Lock::Timeout "600";\n'),
         dest="/etc/apt/apt.conf.d/90-vos-lock-timeout",
+        user="root", group="root", mode=644,
+        _sudo=True,
+    )
+    for directory in ("/etc/needrestart", "/etc/needrestart/conf.d"):  # parents too: umask 027
+        files.directory(name=directory, path=directory, user="root", group="root", mode=755,
+                        _sudo=True)
+    files.put(
+        name=f"needrestart lists, never restarts ({NEEDRESTART_CONF})",
+        src=StringIO("# Managed by agent-vos (roles/base.py): list the services to restart, "
+                     "restart none.\n$nrconf{restart} = 'l';\n"),
+        dest=NEEDRESTART_CONF,
         user="root", group="root", mode=644,
         _sudo=True,
     )

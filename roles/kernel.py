@@ -1,5 +1,6 @@
-"""Kernel role: modules that never load, no core dumps, /dev/shm without exec (INVARIANTS.md
-§21-23; CIS Ubuntu 24.04 L2 1.1.x/1.5.x/3.2.x, dev-sec linux-baseline, konstruktoid).
+"""Kernel role: modules that never load, no core dumps, /dev/shm without exec, USB devices
+allowed by policy only (INVARIANTS.md §21-23; CIS Ubuntu 24.04 L2 1.1.x/1.5.x/3.2.x, dev-sec
+linux-baseline, konstruktoid).
 
 What Docker and the mesh need stays untouched: ip_forward (roles/sysctl.py), the overlay,
 br_netfilter, veth, nf_*/xt_*/iptables and wireguard modules (KernelSettings refuses them in
@@ -10,16 +11,19 @@ Example (inside deploys/full.py):
     kernel.module_blacklist(modules=settings.kernel.module_blacklist)
     kernel.core_dumps()
     kernel.shared_memory()
+    kernel.usb_guard()
 """
 
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
+from pyinfra.facts.files import File
 from pyinfra.facts.server import KernelModules, Mounts
-from pyinfra.operations import files, systemd
+from pyinfra.operations import apt, files, systemd
 
 from roles._paths import template
 from roles.settings import DEFAULT_MODULE_BLACKLIST
@@ -27,6 +31,9 @@ from roles.settings import DEFAULT_MODULE_BLACKLIST
 BLACKLIST_FILE = "/etc/modprobe.d/vos-blacklist.conf"
 LIMITS_FILE = "/etc/security/limits.d/vos-coredump.conf"
 COREDUMP_DROPIN = "/etc/systemd/coredump.conf.d/vos.conf"
+DEBIAN_COREDUMP_LIMITS = "/etc/security/limits.d/10-coredump-debian.conf"
+PROFILE_CORE = "/etc/profile.d/vos-core-dumps.sh"
+GAP = "[[:space:]][[:space:]]*"  # sed and grep read basic regexes: no `+`
 SHM_OPTIONS = ("nodev", "nosuid", "noexec")
 SHM_FSTAB_LINE = "tmpfs /dev/shm tmpfs defaults,nodev,nosuid,noexec 0 0"
 # any uncommented fstab entry for /dev/shm (basic regex: grep and sed read it alike)
@@ -105,6 +112,19 @@ def core_dumps():
         user="root", group="root", mode=644,
         _sudo=True,
     )
+    # Debian's systemd-coredump ships `* hard core infinity` in its own limits file. pam_limits
+    # reads ours after it, but a reader that takes the files in directory order (Lynis
+    # KRNL-5820) finds Debian's line last: say 0 there too, so every reading agrees.
+    if host.get_fact(File, path=DEBIAN_COREDUMP_LIMITS):
+        for who, pattern in (("*", r"\*"), ("root", "root")):
+            files.line(name=f"{DEBIAN_COREDUMP_LIMITS}: {who} hard core 0",
+                       path=DEBIAN_COREDUMP_LIMITS,
+                       line=rf"^{pattern}{GAP}hard{GAP}core[[:space:]].*$",
+                       replace=f"{who}\thard\tcore\t0", _sudo=True)
+    files.put(name=f"Shells start with core dumps off ({PROFILE_CORE})",
+              src=StringIO("# Managed by agent-vos (roles/kernel.py): INVARIANTS.md §22.\n"
+                           "ulimit -c 0\n"),
+              dest=PROFILE_CORE, user="root", group="root", mode=644, _sudo=True)
     # explicit 0755: made under the deploy session's 027 umask it would hide the drop-in from
     # every reader but root
     files.directory(name="/etc/systemd/coredump.conf.d (0755)",
@@ -157,3 +177,36 @@ def remount(mount_point: str = "/dev/shm", wanted: tuple[str, ...] = SHM_OPTIONS
         host.noop(f"{mount_point} is already mounted {','.join(wanted)}")
         return
     yield f"mount -o remount,{','.join(wanted)} {mount_point}"
+
+
+USBGUARD_CONF = "/etc/usbguard/usbguard-daemon.conf"
+# The daemon's policy (Debian's defaults, but controllers too): devices present at install
+# time are allowed by the rules Debian's postinst generates; anything plugged in later, or
+# not in the rules, is blocked.
+USBGUARD_POLICY = {
+    "ImplicitPolicyTarget": "block",
+    "PresentDevicePolicy": "apply-policy",
+    "PresentControllerPolicy": "apply-policy",
+    "InsertedDevicePolicy": "apply-policy",
+    "RestoreControllerDeviceState": "false",
+}
+
+
+@deploy("Kernel: USB devices")
+def usb_guard(policy: dict[str, str] | None = None):
+    """USBGuard allows the USB devices present when it was installed and blocks every other
+    one (a VPS has none; on bare metal it stops a planted keyboard or stick: Lynis USB-3000).
+
+    Example:
+        usb_guard()
+    """
+    apt.packages(name="usbguard", packages=["usbguard"], no_recommends=True, _sudo=True,
+                 _env={"DEBIAN_FRONTEND": "noninteractive"})
+    changed = [files.line(name=f"usbguard {key}={value}", path=USBGUARD_CONF,
+                          line=f"^{key}=.*$", replace=f"{key}={value}", _sudo=True)
+               for key, value in {**USBGUARD_POLICY, **(policy or {})}.items()]
+    systemd.service(name="usbguard running and enabled", service="usbguard.service",
+                    running=True, enabled=True, _sudo=True)
+    systemd.service(name="Restart usbguard (policy changed)", service="usbguard.service",
+                    restarted=True, _if=lambda: any(op.did_change() for op in changed),
+                    _sudo=True)

@@ -412,6 +412,12 @@ class LoginSettings(_Strict):
     sha_crypt_min_rounds: int = Field(5000, ge=5000, le=10_000_000)
     sha_crypt_max_rounds: int = Field(100_000, ge=5000, le=10_000_000)
     login_retries: int = Field(3, ge=1, le=3)  # LOGIN_RETRIES
+    # Interactive shells end after this many idle seconds (TMOUT, read-only; CIS 5.4.3.2,
+    # Lynis SHLL-6220). pyinfra's and cron's shells are not interactive: never cut.
+    idle_timeout_seconds: int = Field(900, ge=60, le=900)
+    # pam_pwquality for any password set from now on (CIS 5.3.3.2; Lynis AUTH-9262).
+    password_min_length: int = Field(14, ge=14, le=128)
+    password_min_classes: int = Field(4, ge=1, le=4)
     # /etc/issue and /etc/issue.net (and sshd's Banner); /etc/motd is left empty.
     banner: str = Field(DEFAULT_BANNER, min_length=20, max_length=1000)
     # Packages purged if installed (Python regexes, whole-name match): compilers and build

@@ -66,7 +66,7 @@ def cutover_done() -> bool:
 
 @deploy("SSH hardening")
 def harden(allow_users: list[str], max_auth_tries: int = 3, login_grace_time: int = 30,
-           client_alive_count_max: int = 3):
+           client_alive_count_max: int = 2, max_sessions: int = 4):
     """Host keys and moduli for the ssh-audit policy, then the validated drop-in, then reload.
 
     Example:
@@ -96,6 +96,7 @@ def harden(allow_users: list[str], max_auth_tries: int = 3, login_grace_time: in
         dest=HARDENING_DROPIN,
         allow_users=allow_users, max_auth_tries=max_auth_tries,
         login_grace_time=login_grace_time, client_alive_count_max=client_alive_count_max,
+        max_sessions=max_sessions,
         kex_algorithms=KEX_ALGORITHMS, ciphers=CIPHERS, macs=MACS,
         host_key_algorithms=HOST_KEY_ALGORITHMS,
         _sudo=True,

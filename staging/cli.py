@@ -4,6 +4,7 @@ Example:
     vos staging up --deploy       # boot (or reuse) the VM, then run deploys/full.py on it
     vos staging ssh 'sudo ss -tlnp'
     vos staging scan --json       # e.g. [443]
+    vos staging scan --udp --ipv6 # UDP ports that replied on the public IPv6 address: none
     vos staging destroy
 """
 
@@ -119,18 +120,61 @@ def ssh(
     raise typer.Exit(subprocess.call(argv))
 
 
+def scan_summary(found: list[int] | dict[int, str], udp: bool, ipv6: bool) -> str:
+    """One line for a scan's result: open TCP ports, or the UDP ports that replied.
+
+    Example:
+        >>> scan_summary({9999: "open"}, udp=True, ipv6=False)
+        'UDP ports that replied: 9999 (open)'
+        >>> scan_summary([], udp=False, ipv6=True)
+        'open TCP ports (IPv6): none'
+    """
+    family = " (IPv6)" if ipv6 else ""
+    if udp:
+        listed = ", ".join(f"{port} ({state})" for port, state in found.items())
+        return f"UDP ports that replied{family}: " + (listed or "none")
+    return f"open TCP ports{family}: " + (", ".join(map(str, found)) or "none")
+
+
 @staging_app.command()
 def scan(
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, e.g. [443]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: a list of open TCP "
+                                 "ports, e.g. [443]; with --udp an object, e.g. {}."),
     ports: str = typer.Option("1-65535", help="nmap port range."),
+    udp: bool = typer.Option(False, "--udp", help="UDP instead of TCP: list the ports that "
+                             "replied (open, or closed = ICMP port-unreachable), i.e. got "
+                             "past the firewall; the hardened host has none."),
+    ipv6: bool = typer.Option(False, "--ipv6", help="Scan the VM's public IPv6 address "
+                              "(2001:db8:<slot>::10) instead of its IPv4 one."),
     state_dir: Path = STATE_DIR_OPTION,
 ) -> None:
-    """Scan the VM's public address from inside the public namespace; print open TCP ports."""
+    """Scan the VM's public address from inside the public namespace; print open TCP ports
+    (or, with --udp, the UDP ports that replied)."""
+    family = 6 if ipv6 else 4
     try:
-        found = Lab(state_dir).scan(ports=ports)
+        lab = Lab(state_dir)
+        found = (lab.scan_replies("udp", family=family, ports=ports) if udp
+                 else lab.scan(ports=ports, family=family))
     except StagingError as error:
         _fail(error)
     if as_json:
         typer.echo(json.dumps(found))
     else:
-        typer.echo("open TCP ports: " + (", ".join(map(str, found)) or "none"))
+        typer.echo(scan_summary(found, udp=udp, ipv6=ipv6))
+
+
+@staging_app.command()
+def lynis(
+    default_profile: bool = typer.Option(
+        False, "--default-profile", help="Lynis's default profile alone (without "
+        "staging/lynis.prf's skips of slow tests that award no points; ~10 min longer)."),
+    limit: int = typer.Option(40, help="How many point-losing tests to list."),
+    state_dir: Path = STATE_DIR_OPTION,
+) -> None:
+    """Audit the VM with Lynis (Debian 13's package, run from a scratch dir as root; ~30 min
+    under TCG); print the hardening index, the warnings and the tests that withheld points."""
+    try:
+        audit = Lab(state_dir).lynis(profile=not default_profile)
+    except StagingError as error:
+        _fail(error)
+    typer.echo(audit.summary(limit=limit))

@@ -9,6 +9,7 @@ Example:
     >>> lab.up()                       # boots (or reuses) the VM, prints its addresses
     >>> lab.ssh("uname -r").stdout
     >>> lab.scan()                     # [22] before hardening, [443] after
+    >>> lab.scan_replies("udp", family=6)   # {}: no UDP port answers on the IPv6 address
     >>> lab.destroy()
 """
 
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from staging import mesh, networks, scanner
+from staging import lynis, mesh, networks, scanner
 from staging.image import DEPLOY_USER, BaseImage, ensure_base_image
 from staging.managed_db import SECRETS_FILE, ManagedDb
 from staging.proc import StagingError, progress, run, wait_until
@@ -413,10 +414,30 @@ Host staging-mesh
             )
         return result
 
-    def scan(self, ports: str = "1-65535") -> list[int]:
-        """Open TCP ports on the VM's public address, seen from inside the public netns."""
+    def scan(self, ports: str = "1-65535", family: int = 4) -> list[int]:
+        """Open TCP ports on the VM's public address (IPv4, or IPv6 with `family=6`), seen
+        from inside the public netns."""
         layout = self.state.layout
-        return scanner.scan(layout.netns, layout.vm_public, ports=ports)
+        return scanner.scan(layout.netns, layout.vm_public_address(family), ports=ports)
+
+    def scan_replies(
+        self, protocol: str = "udp", family: int = 4, ports: str = "1-65535"
+    ) -> dict[int, str]:
+        """Ports on the VM's public address that replied to a `protocol` scan from the public
+        netns, with their state; {} on the hardened host for UDP (see staging/scanner.py).
+
+        Example:
+            >>> lab.scan_replies("udp", family=6)
+            {}
+        """
+        layout = self.state.layout
+        return scanner.scan_replies(layout.netns, layout.vm_public_address(family),
+                                    protocol=protocol, ports=ports)
+
+    def lynis(self, profile: bool = True) -> lynis.LynisAudit:
+        """Lynis's audit of the active VM, run as root there (see staging.lynis); `profile`
+        False: Lynis's default profile alone."""
+        return lynis.audit(self.ssh_command(), profile=profile)
 
     def run_pyinfra(
         self,
@@ -481,6 +502,7 @@ Host staging-mesh
             "up": running,
             "slot": state.slot,
             "public_address": layout.vm_public,
+            "public_address6": layout.vm_public6,
             "mesh_address": layout.vm_mesh,
             "operator_mesh_address": layout.operator_mesh,
             "mesh_up": running and self.mesh_up(),

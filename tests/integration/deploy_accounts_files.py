@@ -11,6 +11,7 @@ from roles.settings import LoginSettings
 login = LoginSettings()
 accounts.login_defs(login)
 accounts.banners(login)
+accounts.session_policy(login)
 accounts.no_compilers(login)
 accounts.no_root_keys()
 file_roles.permissions()

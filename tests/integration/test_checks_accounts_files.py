@@ -2,8 +2,9 @@
 Debian 13 system: a container of the local base `vos-base:trixie`, reached with testinfra's
 docker backend exactly as the gate reaches a host (`pytest -p checks.plugin … --hosts=`).
 
-1. The container gets what the deploy's users and stack steps leave (a deploy user in
-   `sudo`, an env file under /etc/vos-stack) plus a key in root's authorized_keys; then the
+1. The container gets what the deploy's base, users and stack steps leave (fresh apt lists,
+   a deploy user in `sudo`, an env file under /etc/vos-stack) plus a key in root's
+   authorized_keys; then the
    REAL roles (roles/accounts.py, roles/files.py) converge it through pyinfra's docker
    connector, and a second run must change nothing.
 2. Every check passes on the converged container (sshd's banner skips: no sshd here).
@@ -40,6 +41,7 @@ exec "$@"
 """
 PREPARE = """
 set -e
+apt-get update -qq  # the base step's apt update: the accounts role installs PAM modules
 useradd -m -s /bin/bash -G sudo deploy
 mkdir -p /etc/vos-stack /root/.ssh
 printf 'DATABASE_URL=postgresql://x\\n' > /etc/vos-stack/app.env
@@ -154,6 +156,8 @@ def fresh(converged):
 def test_roles_converge_the_container_and_a_second_run_changes_nothing(converged):
     changed = changed_operations(converged["first"])
     for expected in ("login.defs: UMASK 027", "Login banner /etc/issue",
+                     "Session policy /etc/profile.d/vos-idle-timeout.sh",
+                     "PAM modules (libpam-tmpdir, libpam-pwquality)",
                      "No /root/.ssh/authorized_keys", "Purge compilers and build tools (make)",
                      "/etc/cron.daily 700 root:root"):
         assert any(expected in name for name in changed), (expected, changed)
@@ -164,7 +168,7 @@ def test_roles_converge_the_container_and_a_second_run_changes_nothing(converged
 def test_converged_container_passes_every_account_and_file_check(fresh):
     result = run_checks(fresh)
     assert result.returncode == 0, result.stdout[-4000:]
-    assert re.search(r"\b12 passed, 1 skipped\b", result.stdout), result.stdout[-2000:]
+    assert re.search(r"\b13 passed, 1 skipped\b", result.stdout), result.stdout[-2000:]
     assert "ACCOUNTS §18: sshd is not installed here" in result.stdout
 
 
@@ -179,6 +183,9 @@ useradd -m -s /bin/bash -G sudo alice
 usermod -s /bin/bash daemon
 sed -i 's/^UMASK.*/UMASK 022/' /etc/login.defs
 printf 'Debian GNU/Linux 13 \\\\n \\\\l\\n' > /etc/issue
+rm /etc/profile.d/vos-idle-timeout.sh
+pam-auth-update --disable tmpdir
+echo 'minlen = 8' > /etc/security/pwquality.conf.d/90-weak.conf
 """)
     result = run_checks(fresh)
     assert result.returncode == 1, result.stdout[-4000:]
@@ -196,6 +203,10 @@ printf 'Debian GNU/Linux 13 \\\\n \\\\l\\n' > /etc/issue
         "`sudo usermod -s /usr/sbin/nologin daemon`",
         "ACCOUNTS §18: login.defs UMASK is 022, must be 027 or stricter",
         "ACCOUNTS §18: /etc/issue names the OS (Debian)",
+        "ACCOUNTS §18: no TMOUT in /etc/profile or /etc/profile.d: idle shells never end",
+        "ACCOUNTS §18: /etc/pam.d/common-session has no pam_tmpdir.so",
+        "`sudo pam-auth-update --enable tmpdir`",
+        "ACCOUNTS §18: pam_pwquality minlen is 8, must be at least 14",
     ]:
         assert message in out, f"missing: {message}\n{out[-5000:]}"
     assert "BASE §11: login user alice" not in out  # locked by useradd: §11 holds

@@ -21,10 +21,13 @@ so the tests are reordered: pristine ``staging_vm`` tests first, then ``converge
 The handle (``StagingVm``) offers:
     vm.ssh("sudo ss -tlnp", check=True) -> CompletedProcess   # as the sudo-able deploy user
     vm.public_address, vm.mesh_address                        # e.g. 203.0.113.10, 100.64.0.2
+    vm.public_address6                                        # e.g. 2001:db8::10
     vm.testinfra_host                                         # over the mesh once it is up
     vm.inventory_path                                         # inventory/staging.py
     vm.pyinfra_env                                            # env for running pyinfra yourself
     vm.scan() -> [443]                                        # nmap from the public netns
+    vm.scan(family=6) -> []                                   # the same over IPv6
+    vm.scan_replies("udp", family=6) -> {}                    # UDP ports that replied
     vm.run_pyinfra("deploys/full.py") -> CompletedProcess
     vm.run_checks("checks/test_ssh.py") -> CompletedProcess    # pytest checks/ on this VM
 
@@ -53,6 +56,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from staging import lynis
 from staging.lab import INVENTORY, PRIMARY, Lab, remove_state_dir
 from staging.managed_db import ManagedDb
 from staging.state import REPO_ROOT, temporary_state_dir
@@ -119,6 +123,10 @@ class StagingVm:
         return self.lab.state.layout.vm_public
 
     @property
+    def public_address6(self) -> str:
+        return self.lab.state.layout.vm_public6
+
+    @property
     def mesh_address(self) -> str:
         return self.lab.state.layout.vm_mesh
 
@@ -157,10 +165,28 @@ class StagingVm:
         alias = "staging-mesh" if self.lab.address() == self.mesh_address else "staging-public"
         return testinfra.get_host(f"ssh://{alias}", ssh_config=self.ssh_config)
 
-    def scan(self, ports: str = "1-65535") -> list[int]:
-        """Open TCP ports on the public address, seen from the public namespace."""
+    def scan(self, ports: str = "1-65535", family: int = 4) -> list[int]:
+        """Open TCP ports on the public address (IPv4; IPv6 with `family=6`), seen from the
+        public namespace."""
         self.activate()
-        return self.lab.scan(ports=ports)
+        return self.lab.scan(ports=ports, family=family)
+
+    def scan_replies(self, protocol: str = "udp", family: int = 4,
+                     ports: str = "1-65535") -> dict[int, str]:
+        """Ports on the public address that replied to a `protocol` scan from the public
+        namespace, with their state ("open" or "closed"), e.g. {} or {9999: "open"}."""
+        self.activate()
+        return self.lab.scan_replies(protocol, family=family, ports=ports)
+
+    def lynis_start(self, profile: bool = True) -> float:
+        """Start Lynis's audit of this VM in the background (staging.lynis.start)."""
+        self.activate()
+        return lynis.start(self.lab.ssh_command(), profile)
+
+    def lynis_collect(self, started: float):
+        """Wait for the audit `lynis_start` began; its figures (staging.lynis.LynisAudit)."""
+        self.activate()
+        return lynis.collect(self.lab.ssh_command(), started)
 
     def wait_for_stack(self, timeout: float = 420) -> str:
         """After a boot, wait until every container of the app stack runs and is healthy.

@@ -137,6 +137,13 @@ MATRIX: list[Mutation] = [
              "/root/issue.net.matrix /etc/issue.net",
              ("ACCOUNTS §18: login.defs UMASK is 022",
               "ACCOUNTS §18: /etc/issue.net names the OS")),
+    Mutation(18, "idle shells never end, pam_tmpdir off",
+             "sudo mv /etc/profile.d/vos-idle-timeout.sh /root/idle-timeout.matrix && "
+             "sudo pam-auth-update --disable tmpdir",
+             "sudo mv /root/idle-timeout.matrix /etc/profile.d/vos-idle-timeout.sh && "
+             "sudo pam-auth-update --enable tmpdir",
+             ("ACCOUNTS §18: no TMOUT in /etc/profile or /etc/profile.d",
+              "ACCOUNTS §18: /etc/pam.d/common-session has no pam_tmpdir.so")),
     Mutation(19, "shadow readable by all, a world-writable file in /etc",
              "sudo chmod 0644 /etc/shadow && echo x | sudo tee /etc/vos-matrix-ww.conf "
              ">/dev/null && sudo chmod 0666 /etc/vos-matrix-ww.conf",
@@ -151,6 +158,13 @@ MATRIX: list[Mutation] = [
              "sudo rm /etc/modprobe.d/zz-vos-matrix.conf",
              ("KERNEL §21: dccp has `install dccp /bin/true` in "
               "/etc/modprobe.d/zz-vos-matrix.conf",)),
+    Mutation(21, "USBGuard stopped and accepting everything",
+             "sudo sed -i 's/^ImplicitPolicyTarget=.*/ImplicitPolicyTarget=allow/' "
+             "/etc/usbguard/usbguard-daemon.conf && sudo systemctl stop usbguard",
+             "sudo sed -i 's/^ImplicitPolicyTarget=.*/ImplicitPolicyTarget=block/' "
+             "/etc/usbguard/usbguard-daemon.conf && sudo systemctl start usbguard",
+             ("KERNEL §21: usbguard ImplicitPolicyTarget is allow, must be block or reject",
+              "KERNEL §21: usbguard is inactive and enabled")),
     Mutation(22, "core dumps allowed",
              "echo '* hard core unlimited' | sudo tee /etc/security/limits.d/zz-vos-matrix.conf "
              ">/dev/null && sudo mkdir -p /etc/systemd/coredump.conf.d && printf '[Coredump]\\n"
@@ -175,6 +189,13 @@ MATRIX: list[Mutation] = [
              ">/dev/null && sudo docker rmi vos-matrix-aa:1 >/dev/null",
              ("AUDIT §25: container 'vos-matrix-aa' runs unconfined",
               "AUDIT §25: apparmor.service is disabled")),
+    Mutation(26, "AIDE's daily check and process accounting off",
+             "sudo systemctl disable --now vos-aide-check.timer 2>/dev/null && "
+             "sudo systemctl stop acct",
+             "sudo systemctl enable --now vos-aide-check.timer 2>/dev/null && "
+             "sudo systemctl start acct",
+             ("INTEGRITY §26: vos-aide-check.timer is disabled and inactive",
+              "INTEGRITY §26: process accounting is off (acct.service inactive")),
     Mutation(12, "a stack container with a writable root (the §25 row's container)",
              "true", "true",
              ("STACK §12: container 'vos-matrix-aa' has a writable root filesystem",)),

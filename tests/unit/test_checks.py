@@ -231,7 +231,9 @@ permittunnel no
 permituserenvironment no
 allowusers deploy
 clientaliveinterval 300
-clientalivecountmax 3
+clientalivecountmax 2
+maxsessions 4
+tcpkeepalive no
 kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group18-sha512,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512
 ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-gcm@openssh.com,aes128-ctr
 macs hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com

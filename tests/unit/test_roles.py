@@ -87,7 +87,8 @@ def test_ssh_dropin_content_holds_every_invariant(debian):
     for line in ["PermitRootLogin no", "PasswordAuthentication no",
                  "KbdInteractiveAuthentication no", "AuthenticationMethods publickey",
                  "MaxAuthTries 3", "LoginGraceTime 30", "AllowUsers deploy ops",
-                 "ClientAliveInterval 300", "ClientAliveCountMax 3", "PermitTunnel no",
+                 "ClientAliveInterval 300", "ClientAliveCountMax 2", "MaxSessions 4",
+                 "TCPKeepAlive no", "PermitTunnel no",
                  "X11Forwarding no", "AllowAgentForwarding no", "PermitUserEnvironment no",
                  "MACs hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,"
                  "umac-128-etm@openssh.com"]:
@@ -319,7 +320,7 @@ def test_sysctl_sets_only_what_differs(debian):
     facts = set_fact(debian, "server.Sysctl", live, keys=sorted(sysctl.HARDENED_SYSCTLS))
     plan = plan_role(sysctl.harden, facts)
     (command,) = plan.named("sysctl -w").commands
-    assert "kernel.sysrq=0" in command.split() and "fs.protected_fifos=1" in command.split()
+    assert "kernel.sysrq=0" in command.split() and "fs.protected_fifos=2" in command.split()
     assert "fs.protected_hardlinks=1" not in command  # already holds
     converged = set_fact(debian, "server.Sysctl", dict(sysctl.HARDENED_SYSCTLS),
                          keys=sorted(sysctl.HARDENED_SYSCTLS))
@@ -327,14 +328,31 @@ def test_sysctl_sets_only_what_differs(debian):
     assert "kernel.yama.ptrace_scope = 1" in plan.uploads["/etc/sysctl.d/99-vos-hardening.conf"]
 
 
+def before_needrestart(facts: dict) -> dict:
+    """The recorded host predates needrestart's drop-in: no directory, no file."""
+    for path in ("/etc/needrestart", "/etc/needrestart/conf.d", base.NEEDRESTART_CONF):
+        facts = set_fact(facts, "files.Directory", None, path=path)
+    return set_fact(facts, "files.File", None, path=base.NEEDRESTART_CONF)
+
+
 def test_apt_waits_for_the_dpkg_lock_before_anything_else(debian):
-    plan = plan_role(base.packages, debian, upgrade=False)
+    plan = plan_role(base.packages, before_needrestart(debian), upgrade=False)
     first = plan.operations[0]
     assert "dpkg lock" in first.name
     assert first.uploads[LOCK_TIMEOUT] == 'DPkg::Lock::Timeout "600";\n'
 
 
+def test_needrestart_lists_only_before_it_is_installed(debian):
+    plan = plan_role(base.packages, before_needrestart(debian), upgrade=False)
+    names = [op.name for op in plan.operations]
+    drop_in = next(i for i, name in enumerate(names) if "needrestart lists" in name)
+    install = next(i for i, name in enumerate(names) if "Install the base packages" in name)
+    assert drop_in < install
+    assert "$nrconf{restart} = 'l';" in plan.uploads[base.NEEDRESTART_CONF]
+
+
 def test_apt_upgrade_is_a_setting(debian):
+    debian = before_needrestart(debian)
     assert not any("apt upgrade" in op.name for op in plan_role(base.packages, debian,
                                                               upgrade=False))
     assert any("apt upgrade" in op.name for op in plan_role(base.packages, debian,

@@ -114,14 +114,37 @@ def test_the_knob_refuses_what_docker_and_the_mesh_load():
 
 
 def test_core_dumps_files_then_converged(debian):
-    fresh = absent(debian, kernel.LIMITS_FILE, kernel.COREDUMP_DROPIN)
+    fresh = absent(debian, kernel.LIMITS_FILE, kernel.COREDUMP_DROPIN, kernel.PROFILE_CORE,
+                   kernel.DEBIAN_COREDUMP_LIMITS)  # no systemd-coredump (Ubuntu: apport)
     fresh = set_fact(fresh, "files.Directory", None, path="/etc/systemd/coredump.conf.d")
     plan = plan_role(kernel.core_dumps, fresh)
+    assert plan.uploads[kernel.PROFILE_CORE].splitlines()[-1] == "ulimit -c 0"
     assert "* hard core 0" in plan.uploads[kernel.LIMITS_FILE].splitlines()
     dropin = plan.uploads[kernel.COREDUMP_DROPIN].splitlines()
     assert dropin[dropin.index("[Coredump]") + 1:] == ["Storage=none", "ProcessSizeMax=0"]
     assert "mkdir -p /etc/systemd/coredump.conf.d" in plan.commands  # absent on Debian 13
     assert plan_role(kernel.core_dumps, written(fresh, plan.uploads)).commands == []
+
+
+def test_core_dumps_says_0_in_debians_own_limits_file_too(debian):
+    """systemd-coredump's `* hard core infinity` loses to ours in pam_limits' order, but a
+    reader in directory order (Lynis) finds it last: the role makes it 0 as well."""
+    facts = absent(debian, kernel.LIMITS_FILE, kernel.COREDUMP_DROPIN, kernel.PROFILE_CORE)
+    facts = set_fact(facts, "files.Directory", None, path="/etc/systemd/coredump.conf.d")
+    facts = set_fact(facts, "files.File", {"user": "root", "group": "root", "mode": 644,
+                                           "size": 100}, path=kernel.DEBIAN_COREDUMP_LIMITS)
+    for who, pattern in (("*", r"\*"), ("root", "root")):
+        line = rf"^{pattern}{kernel.GAP}hard{kernel.GAP}core[[:space:]].*$"
+        facts = set_fact(facts, "files.FindInFile", [f"{who} hard core infinity"],
+                         path=kernel.DEBIAN_COREDUMP_LIMITS, pattern=line,
+                         interpolate_variables=False, extended_regex=False)
+        facts = set_fact(facts, "files.FindInFile", [], path=kernel.DEBIAN_COREDUMP_LIMITS,
+                         pattern=rf"^{who}\thard\tcore\t0$".replace("*", r"\*"),
+                         interpolate_variables=False, extended_regex=False)
+    plan = plan_role(kernel.core_dumps, facts)
+    for who in ("*", "root"):
+        (command,) = plan.named(f"10-coredump-debian.conf: {who} hard core 0").commands
+        assert f"/{who}\thard\tcore\t0/" in command and "sed -i" in command
 
 
 # -------------------------------------------------------------------------- §23 /dev/shm

@@ -420,9 +420,10 @@ ENTRIES = [
                   "(/etc/modprobe.d/vos-blacklist.conf), no other file gives it another install "
                   "command, and none of them is loaded. Docker's and the mesh's modules "
                   "(overlay, br_netfilter, veth, nf_*/xt_*/iptables, wireguard) are never listed "
-                  "(the inventory model refuses them). USBGuard runs, enabled, with "
-                  "ImplicitPolicyTarget block and Present/InsertedDevicePolicy apply-policy: "
-                  "a USB device its rules (the devices present at install) do not name is "
+                  "(the inventory model refuses them). USBGuard is enabled with "
+                  "ImplicitPolicyTarget block and Present/InsertedDevicePolicy apply-policy, "
+                  "and runs wherever a USB bus exists (systemd skips it on a host without "
+                  "one): a USB device its rules (those present at install) do not name is "
                   "blocked.",
         why="Rare protocols and filesystems are where kernel bugs reachable by an unprivileged "
             "socket(2) or mount(2) live (CIS 1.1.1.x, 3.2.x; Lynis NETW-3200, USB-1000, "

@@ -445,14 +445,18 @@ USBGUARD_WANTED = {"ImplicitPolicyTarget": ("block", "reject"),
                    "PresentDevicePolicy": ("apply-policy", "block", "reject")}
 
 
-def usbguard_violations(conf: str | None, active: str, enabled: str) -> list[str]:
-    """KERNEL §21: USBGuard running and enabled, blocking what its rules do not allow
-    (devices not in the rules, and anything plugged in later).
+def usbguard_violations(conf: str | None, active: str, enabled: str,
+                        usb_bus: bool = True) -> list[str]:
+    """KERNEL §21: USBGuard enabled, blocking what its rules do not allow (devices not in the
+    rules, and anything plugged in later), and running wherever there is a USB bus (without
+    one, systemd skips it: nothing can be plugged in).
 
     Example:
-        >>> usbguard_violations("ImplicitPolicyTarget=block\\nInsertedDevicePolicy=apply-policy"
-        ...                     "\\nPresentDevicePolicy=apply-policy\\n", "active", "enabled")
-        []
+        >>> good = ("ImplicitPolicyTarget=block\\nInsertedDevicePolicy=apply-policy\\n"
+        ...         "PresentDevicePolicy=apply-policy\\n")
+        >>> usbguard_violations(good, "active", "enabled"), usbguard_violations(
+        ...     good, "inactive", "enabled", usb_bus=False)
+        ([], [])
         >>> usbguard_violations("ImplicitPolicyTarget=allow\\n", "active", "enabled")[0][:62]
         'KERNEL §21: usbguard ImplicitPolicyTarget is allow, must be bl'
     """
@@ -468,7 +472,10 @@ def usbguard_violations(conf: str | None, active: str, enabled: str) -> list[str
     problems = [f"KERNEL §21: usbguard {key} is {values.get(key, 'unset')}, must be "
                 f"{' or '.join(allowed)} — {fix}"
                 for key, allowed in USBGUARD_WANTED.items() if values.get(key) not in allowed]
-    if active != "active" or enabled != "enabled":
-        problems.append(f"KERNEL §21: usbguard is {active} and {enabled}, so any USB device is "
-                        "accepted — `sudo systemctl enable --now usbguard`")
+    if enabled != "enabled":
+        problems.append(f"KERNEL §21: usbguard.service is {enabled}, so it will not guard "
+                        "after a reboot — `sudo systemctl enable usbguard`")
+    if usb_bus and active != "active":
+        problems.append(f"KERNEL §21: usbguard is {active} on a host with a USB bus, so any "
+                        "USB device is accepted — `sudo systemctl enable --now usbguard`")
     return problems

@@ -21,9 +21,9 @@ from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
-from pyinfra.facts.files import File
+from pyinfra.facts.files import Directory, File
 from pyinfra.facts.server import KernelModules, Mounts
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files, server, systemd
 
 from roles._paths import template
 from roles.settings import DEFAULT_MODULE_BLACKLIST
@@ -180,6 +180,10 @@ def remount(mount_point: str = "/dev/shm", wanted: tuple[str, ...] = SHM_OPTIONS
 
 
 USBGUARD_CONF = "/etc/usbguard/usbguard-daemon.conf"
+USBGUARD_DROPIN = "/etc/systemd/system/usbguard.service.d/vos-usb-bus.conf"
+USB_BUS = "/sys/bus/usb/devices"
+USBGUARD_CONDITION = ("# Managed by agent-vos (roles/kernel.py): no USB bus, nothing to guard.\n"
+                      f"[Unit]\nConditionPathIsDirectory={USB_BUS}\n")
 # The daemon's policy (Debian's defaults, but controllers too): devices present at install
 # time are allowed by the rules Debian's postinst generates; anything plugged in later, or
 # not in the rules, is blocked.
@@ -195,7 +199,10 @@ USBGUARD_POLICY = {
 @deploy("Kernel: USB devices")
 def usb_guard(policy: dict[str, str] | None = None):
     """USBGuard allows the USB devices present when it was installed and blocks every other
-    one (a VPS has none; on bare metal it stops a planted keyboard or stick: Lynis USB-3000).
+    one (on bare metal it stops a planted keyboard or stick: Lynis USB-3000). A host with
+    no USB bus at all (many VPSes: no controller) has nothing to guard and the daemon would
+    exit at once: a drop-in makes systemd skip it there (`ConditionPathIsDirectory`), the
+    policy stays written and the unit enabled for the day a bus appears.
 
     Example:
         usb_guard()
@@ -205,8 +212,20 @@ def usb_guard(policy: dict[str, str] | None = None):
     changed = [files.line(name=f"usbguard {key}={value}", path=USBGUARD_CONF,
                           line=f"^{key}=.*$", replace=f"{key}={value}", _sudo=True)
                for key, value in {**USBGUARD_POLICY, **(policy or {})}.items()]
-    systemd.service(name="usbguard running and enabled", service="usbguard.service",
-                    running=True, enabled=True, _sudo=True)
-    systemd.service(name="Restart usbguard (policy changed)", service="usbguard.service",
-                    restarted=True, _if=lambda: any(op.did_change() for op in changed),
+    dropin = files.put(name=f"usbguard runs only where a USB bus exists ({USBGUARD_DROPIN})",
+                       src=StringIO(USBGUARD_CONDITION), dest=USBGUARD_DROPIN, user="root",
+                       group="root", mode=644, create_remote_dir=True, _sudo=True)
+    # installed on a host without a bus, the daemon failed in a restart loop: forget that
+    server.shell(name="usbguard: forget the failures from before the drop-in",
+                 commands=["systemctl daemon-reload",
+                           "systemctl reset-failed usbguard.service 2>/dev/null || true"],
+                 _if=dropin.did_change, _sudo=True)
+    bus = bool(host.get_fact(Directory, path=USB_BUS))
+    systemd.service(name="usbguard enabled" + (" and running" if bus else
+                                               " (no USB bus here: skipped by systemd)"),
+                    service="usbguard.service", running=bus or None, enabled=True,
                     _sudo=True)
+    if bus:
+        systemd.service(name="Restart usbguard (policy changed)", service="usbguard.service",
+                        restarted=True, _if=lambda: any(op.did_change() for op in changed),
+                        _sudo=True)

@@ -158,13 +158,13 @@ MATRIX: list[Mutation] = [
              "sudo rm /etc/modprobe.d/zz-vos-matrix.conf",
              ("KERNEL §21: dccp has `install dccp /bin/true` in "
               "/etc/modprobe.d/zz-vos-matrix.conf",)),
-    Mutation(21, "USBGuard stopped and accepting everything",
+    Mutation(21, "USBGuard accepting everything and disabled",
              "sudo sed -i 's/^ImplicitPolicyTarget=.*/ImplicitPolicyTarget=allow/' "
-             "/etc/usbguard/usbguard-daemon.conf && sudo systemctl stop usbguard",
+             "/etc/usbguard/usbguard-daemon.conf && sudo systemctl disable usbguard 2>/dev/null",
              "sudo sed -i 's/^ImplicitPolicyTarget=.*/ImplicitPolicyTarget=block/' "
-             "/etc/usbguard/usbguard-daemon.conf && sudo systemctl start usbguard",
+             "/etc/usbguard/usbguard-daemon.conf && sudo systemctl enable usbguard 2>/dev/null",
              ("KERNEL §21: usbguard ImplicitPolicyTarget is allow, must be block or reject",
-              "KERNEL §21: usbguard is inactive and enabled")),
+              "KERNEL §21: usbguard.service is disabled")),
     Mutation(22, "core dumps allowed",
              "echo '* hard core unlimited' | sudo tee /etc/security/limits.d/zz-vos-matrix.conf "
              ">/dev/null && sudo mkdir -p /etc/systemd/coredump.conf.d && printf '[Coredump]\\n"

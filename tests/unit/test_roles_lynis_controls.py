@@ -64,10 +64,19 @@ def test_usbguard_applies_its_policy_to_controllers_too_and_restarts_once_change
     for key, value in kernel.USBGUARD_POLICY.items():
         facts = lines_absent(facts, kernel.USBGUARD_CONF, f"^{key}=.*$", f"^{key}={value}$")
     facts = status(facts, "usbguard.service", True, True)
-    plan = plan_role(kernel.usb_guard, facts)
+    facts = absent(facts, kernel.USBGUARD_DROPIN)
+    with_bus = set_fact(facts, "files.Directory", {"mode": 755}, path=kernel.USB_BUS)
+    plan = plan_role(kernel.usb_guard, with_bus)
     assert any("PresentControllerPolicy=apply-policy" in c
                for c in plan.named("usbguard PresentControllerPolicy").commands)
     assert plan.named("Restart usbguard").conditional
+    assert "ConditionPathIsDirectory=/sys/bus/usb/devices" in plan.uploads[
+        kernel.USBGUARD_DROPIN]
+    # no USB bus (a VPS without a controller): enabled, never started, never restarted
+    no_bus = plan_role(kernel.usb_guard, set_fact(facts, "files.Directory", None,
+                                                  path=kernel.USB_BUS))
+    assert not any("Restart usbguard" in op.name for op in no_bus)
+    assert "no USB bus here" in " ".join(op.name for op in no_bus)
 
 
 def test_session_policy_files():

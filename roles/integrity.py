@@ -54,12 +54,15 @@ def aide(watched: tuple[str, ...] = WATCHED, excluded: tuple[str, ...] = EXCLUDE
     files.template(name=f"AIDE rules {CONFIG}", src=template("integrity/aide.conf.j2"),
                    dest=CONFIG, user="root", group="root", mode=600, watched=watched,
                    excluded=excluded, **context, _sudo=True)
-    for unit in (BASELINE_UNIT, CHECK_UNIT, CHECK_TIMER):
-        files.template(name=f"Unit {unit}", src=template(f"integrity/{unit}.j2"),
-                       dest=f"/etc/systemd/system/{unit}", user="root", group="root",
-                       mode=644, **context, _sudo=True)
+    units = [files.template(name=f"Unit {unit}", src=template(f"integrity/{unit}.j2"),
+                            dest=f"/etc/systemd/system/{unit}", user="root", group="root",
+                            mode=644, **context, _sudo=True)
+             for unit in (BASELINE_UNIT, CHECK_UNIT, CHECK_TIMER)]
+    server.shell(name="systemd reads the AIDE units", commands=["systemctl daemon-reload"],
+                 _if=lambda: any(unit.did_change() for unit in units), _sudo=True)
+    # running=None: a oneshot is never "running"; starting it is the last step's decision
     systemd.service(name=f"{BASELINE_UNIT} enabled (runs at boot until a baseline exists)",
-                    service=BASELINE_UNIT, enabled=True, daemon_reload=True, _sudo=True)
+                    service=BASELINE_UNIT, running=None, enabled=True, _sudo=True)
     systemd.service(name=f"Daily comparison ({CHECK_TIMER}) on", service=CHECK_TIMER,
                     running=True, enabled=True, _sudo=True)
     if host.get_fact(File, path=DATABASE, _sudo=True):

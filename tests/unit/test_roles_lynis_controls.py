@@ -6,7 +6,7 @@ when none exists."""
 from __future__ import annotations
 
 from roles_harness import load_facts, plan_role, set_fact
-from test_roles_kernel import absent, status
+from test_roles_kernel import absent, status, with_package, written
 
 from roles import accounts, audit, integrity, kernel
 from roles.settings import LoginSettings
@@ -47,6 +47,25 @@ def test_aide_writes_its_baseline_in_the_background_only_when_none_exists():
     assert "SuccessExitStatus=1 2 3 4 5 6 7" in check
     assert not any("AIDE baseline" in op.name
                    for op in plan_role(integrity.aide, aide_host(database=True)))
+    assert plan.named("systemd reads the AIDE units").conditional
+
+
+def test_aide_converged_changes_nothing():
+    """A second deploy: the oneshot baseline unit is enabled and not running (it ran), the
+    timer runs, the files are there: no command (a `start` of the oneshot on every deploy
+    was the second deploy's one change, caught by the staging tier)."""
+    fresh = aide_host(database=True)
+    uploads = plan_role(integrity.aide, fresh).uploads
+    converged = written(fresh, uploads, mode=644)
+    converged = written(converged, {integrity.CONFIG: uploads[integrity.CONFIG]}, mode=600)
+    for directory, mode in (("/etc/aide", 755), ("/var/lib/aide", 700)):
+        converged = set_fact(converged, "files.Directory", {"user": "root", "group": "root",
+                                                             "mode": mode}, path=directory)
+    converged = with_package(converged, "aide", "0.19.1-2+deb13u6")
+    converged = status(converged, integrity.CHECK_TIMER, True, True)
+    converged = status(converged, integrity.BASELINE_UNIT, False, True)
+    plan = plan_role(integrity.aide, converged)
+    assert [c for op in plan if not op.conditional for c in op.commands] == []
 
 
 def test_accounting_turns_sysstat_on_and_starts_acct():

@@ -45,6 +45,9 @@ EXPLAINED_WARNINGS: dict[str, str] = {
     "PKGS-7392": "vulnerable packages: the staging VM skips `apt upgrade` (apt_upgrade false, "
                  "minutes under TCG); production upgrades at every deploy and "
                  "unattended-upgrades installs security updates daily",
+    "TIME-3185": "systemd-timesyncd never synchronised: the staging machine has no route to "
+                 "an NTP server (no internet but the Debian mirror); a VPS syncs, and the base "
+                 "role keeps timesyncd running and enabled",
 }
 # Root-only scratch on the VM; /var/tmp because /tmp may be noexec on a hardened host.
 REMOTE_DIR = "/var/tmp/vos-lynis"

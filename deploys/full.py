@@ -96,6 +96,7 @@ step(2, "base")
 base.packages(upgrade=settings.apt_upgrade,
               extra=[*accounts.SESSION_PACKAGES, *audit.ACCOUNTING_PACKAGES, *integrity.PACKAGES,
                      "usbguard"])
+base.upkeep()
 base.unattended_upgrades()
 base.time_sync()
 base.journald()

@@ -6,6 +6,7 @@ flowing either way.
 
 Example (inside deploys/full.py):
     base.packages(upgrade=settings.apt_upgrade)
+    base.upkeep()
     base.unattended_upgrades()
     base.time_sync()
     base.journald()
@@ -84,6 +85,19 @@ def packages(upgrade: bool = True, extra: list[str] | None = None):
         _sudo=True,
         _env={"DEBIAN_FRONTEND": "noninteractive"},
     )
+
+
+@deploy("Base: package upkeep")
+def upkeep(debsums_schedule: str = "weekly"):
+    """debsums compares every installed file with its package's checksums on a schedule
+    (Debian installs it with CRON_CHECK=never; Lynis PKGS-7370).
+
+    Example:
+        upkeep(debsums_schedule="daily")
+    """
+    files.line(name=f"debsums checks installed files {debsums_schedule}",
+               path="/etc/default/debsums", line=r"^CRON_CHECK=.*$",
+               replace=f"CRON_CHECK={debsums_schedule}", _sudo=True)
 
 
 @deploy("Base: unattended security upgrades")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from roles_harness import load_facts, plan_role, set_fact
 from test_roles_kernel import absent, status, with_package, written
 
-from roles import accounts, audit, integrity, kernel
+from roles import accounts, audit, base, integrity, kernel
 from roles.settings import LoginSettings
 
 FIND = {"interpolate_variables": False, "extended_regex": False}
@@ -106,3 +106,10 @@ def test_session_policy_files():
     assert "TMOUT=600" in profile and "readonly TMOUT" in profile
     pwquality = plan.uploads["/etc/security/pwquality.conf.d/50-vos.conf"].splitlines()
     assert "minlen = 14" in pwquality and "enforce_for_root" in pwquality
+
+
+def test_debsums_runs_weekly():
+    facts = lines_absent(load_facts("debian13"), "/etc/default/debsums", "^CRON_CHECK=.*$",
+                         "^CRON_CHECK=weekly$")
+    (command,) = plan_role(base.upkeep, facts).named("debsums").commands
+    assert "CRON_CHECK=weekly" in command

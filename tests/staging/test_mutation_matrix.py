@@ -105,9 +105,10 @@ MATRIX: list[Mutation] = [
     Mutation(10, "a kernel setting reverted",
              "sudo sysctl -qw kernel.sysrq=1", "sudo sysctl -qw kernel.sysrq=0",
              ("SYSCTL §10: kernel.sysrq is 1, must be 0",)),
+    # pam_pwquality (§18) refuses a weak one: minlen 14, four classes, for root too
     Mutation(11, "a password on the deploy user",
-             "sudo cp -p /etc/shadow /root/shadow.matrix && echo 'deploy:Matrix-pw-1' | "
-             "sudo chpasswd",
+             "sudo cp -p /etc/shadow /root/shadow.matrix && echo 'deploy:Vos#Matrix-Plant-2026x' "
+             "| sudo chpasswd",
              "sudo cp -p /root/shadow.matrix /etc/shadow && sudo rm /root/shadow.matrix",
              ("BASE §11: login user deploy's password is set",)),
     Mutation(13, "a stack env file opened to others",

@@ -32,6 +32,7 @@ from checks.accounts_rules import (
     uid0_violations,
 )
 from checks.invariants import shadow_violations
+from checks.kernel_rules import DUMP, parse_dump
 
 # The shared fixtures (pytest finds fixtures among a module's globals).
 expect, mesh_ip = plugin.expect, plugin.mesh_ip
@@ -130,15 +131,10 @@ def test_sshd_shows_the_banner(host):
     assert not problems, "\n".join(problems)
 
 
-def _read_all(host, pattern: str) -> dict[str, str]:
-    """Every file a shell glob names, read in one command (path -> text)."""
-    out = host.run(f"for f in {pattern}; do [ -f \"$f\" ] && printf '\\036%s\\n' \"$f\" "
-                   "&& cat \"$f\"; done; true").stdout
-    files = {}
-    for chunk in out.split("\036")[1:]:
-        path, _, text = chunk.partition("\n")
-        files[path] = text
-    return files
+def _read_all(host, paths: str) -> dict[str, str]:
+    """Every file the paths (globs allowed) name, read in one command: the kernel checks'
+    dump (path -> text)."""
+    return parse_dump(host.run(DUMP.format(paths=paths)).stdout)
 
 
 def test_session_policy(host):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from staging.proc import StagingError, progress
+from staging.proc import StagingError, progress, wait_until
 from staging.state import REPO_ROOT
 
 # Debian 13 (trixie) ships 3.1.4; the pin makes a CI run judge with the same rules every time.
@@ -270,16 +270,16 @@ def collect(ssh_command: list[str], started: float, timeout: float = 3600) -> Ly
     """Wait (bounded) for the audit `start()` began, then read its report and log back and
     remove every trace of it from the host."""
     ssh = list(ssh_command)
-    deadline = started + timeout
-    while True:
+
+    def finished() -> bool:
         state = _ssh(ssh, f"systemctl is-active {UNIT}; true").decode().strip()
-        if state not in ("active", "activating"):
-            break
-        if time.monotonic() > deadline:
-            _ssh(ssh, f"sudo systemctl stop {UNIT}; true")
-            raise StagingError(f"Lynis did not finish within {timeout / 60:.0f} min; its log "
-                               f"so far was in {REMOTE_DIR}/lynis.log on the VM")
-        time.sleep(15)
+        return state not in ("active", "activating")
+
+    if not wait_until(finished, timeout=max(0.0, started + timeout - time.monotonic()),
+                      interval=15):
+        _ssh(ssh, f"sudo systemctl stop {UNIT}; true")
+        raise StagingError(f"Lynis did not finish within {timeout / 60:.0f} min; its log "
+                           f"so far was in {REMOTE_DIR}/lynis.log on the VM")
     elapsed = time.monotonic() - started
     report = _ssh(ssh, f"sudo cat {REMOTE_DIR}/report.dat 2>/dev/null; true").decode(
         errors="replace")
@@ -291,8 +291,7 @@ def collect(ssh_command: list[str], started: float, timeout: float = 3600) -> Ly
     try:
         result = parse_report(report)
     except StagingError as error:
-        raise StagingError(f"{error} (unit {UNIT} ended {state}); Lynis said:\n{output}") \
-            from None
+        raise StagingError(f"{error} (unit {UNIT}); Lynis said:\n{output}") from None
     result.tests = parse_log(log)
     result.seconds = elapsed
     progress(f"lynis: hardening index {result.index} after {elapsed / 60:.1f} min")

@@ -25,6 +25,7 @@ import pytest
 from conftest import FULL_DEPLOY, pyinfra_output
 
 from checks.gate import Target, run_checks
+from staging.proc import wait_until
 from staging.state import REPO_ROOT
 
 DOOR = 443
@@ -70,10 +71,9 @@ def wait_for_socket(vm, ss_options: str, port: int, what: str, timeout: float = 
     Example:
         wait_for_socket(vm, "uln", 9999, "the UDP responder")
     """
-    deadline = time.monotonic() + timeout
-    while vm.ssh(f"ss -H{ss_options} 'sport = :{port}' | grep -q .", check=False).returncode:
-        assert time.monotonic() < deadline, f"{what} did not bind port {port} in {timeout:.0f} s"
-        time.sleep(1)
+    bound = wait_until(lambda: vm.ssh(f"ss -H{ss_options} 'sport = :{port}' | grep -q .",
+                                      check=False).returncode == 0, timeout=timeout)
+    assert bound, f"{what} did not bind port {port} in {timeout:.0f} s"
 
 
 @contextmanager

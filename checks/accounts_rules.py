@@ -369,6 +369,47 @@ def pwquality_violations(texts: list[str]) -> list[str]:
     return []
 
 
+CRACKLIB_DICTIONARY = "/var/cache/cracklib/cracklib_dict"
+
+
+def pwquality_dictionary(texts: list[str]) -> str | None:
+    """The cracklib dictionary pam_pwquality checks new passwords against (its `dictpath`,
+    else cracklib's default), or None when `dictcheck = 0` turns the check off.
+
+    Example:
+        >>> pwquality_dictionary(["minlen = 14\\n"])
+        '/var/cache/cracklib/cracklib_dict'
+        >>> pwquality_dictionary(["dictpath = /srv/words\\n", "dictcheck = 0\\n"]) is None
+        True
+    """
+    values: dict[str, str] = {}
+    for text in texts:
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if not key.lstrip().startswith("#") and value.strip():
+                values[key.strip()] = value.strip()
+    if values.get("dictcheck") == "0":
+        return None
+    return values.get("dictpath") or CRACKLIB_DICTIONARY
+
+
+def pwquality_dictionary_violations(dictionary: str | None, present: bool) -> list[str]:
+    """ACCOUNTS §18: the dictionary pam_pwquality needs exists; without it pam_pwquality
+    refuses every new password ("error loading dictionary"), so nobody can set or change one.
+
+    Example:
+        >>> pwquality_dictionary_violations("/var/cache/cracklib/cracklib_dict", True)
+        []
+        >>> pwquality_dictionary_violations("/var/cache/cracklib/cracklib_dict", False)[0][:60]
+        'ACCOUNTS §18: pam_pwquality has no dictionary (/var/cache/cr'
+    """
+    if dictionary is None or present:
+        return []
+    return [f"ACCOUNTS §18: pam_pwquality has no dictionary ({dictionary}.pwd): every password "
+            "change is refused — `sudo apt-get install --reinstall cracklib-runtime` (or "
+            "`sudo update-cracklib`)"]
+
+
 # ------------------------------------------------------------------ files (§13, §19, §20)
 
 

@@ -354,8 +354,8 @@ ENTRIES = [
                   "/etc/issue and /etc/issue.net hold an authorised-use notice and /etc/motd "
                   "nothing about the OS (no name, version or getty escape); sshd shows "
                   "/etc/issue.net before authentication. Login shells get a read-only TMOUT "
-                  "of at most 900 s; pam_pwquality (minlen ≥ 14) is in common-password and "
-                  "pam_tmpdir in common-session.",
+                  "of at most 900 s; pam_pwquality (minlen ≥ 14, its cracklib dictionary "
+                  "present) is in common-password and pam_tmpdir in common-session.",
         why="New files closed to others by default, password ageing and hashing for the day "
             "a password exists (Lynis AUTH-9230/9286/9328); banners that tell an attacker "
             "nothing about the OS and tell a user the rules (CIS 1.7, Lynis BANN-7126/7130); "
@@ -370,7 +370,8 @@ ENTRIES = [
                "checks/accounts_rules.py::banner_violations",
                "checks/accounts_rules.py::idle_timeout_violations",
                "checks/accounts_rules.py::pam_module_violations",
-               "checks/accounts_rules.py::pwquality_violations"),
+               "checks/accounts_rules.py::pwquality_violations",
+               "checks/accounts_rules.py::pwquality_dictionary_violations"),
         planted=(f"{ACCOUNTS_FILES}::test_planted_account_violations_fail_naming_each_fix",),
         cited_as=("ACCOUNTS",),
         gap="sshd's Banner is judged only where sshd runs (skipped in the container of the "

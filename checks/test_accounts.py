@@ -24,6 +24,8 @@ from checks.accounts_rules import (
     login_defs_violations,
     pam_module_violations,
     parse_login_defs,
+    pwquality_dictionary,
+    pwquality_dictionary_violations,
     pwquality_violations,
     root_keys_violation,
     sshd_banner_violations,
@@ -138,14 +140,18 @@ def _read_all(host, paths: str) -> dict[str, str]:
 
 
 def test_session_policy(host):
-    """§18: a read-only TMOUT of at most 900 s for login shells; pam_pwquality (minlen ≥ 14)
-    in common-password and pam_tmpdir in common-session."""
+    """§18: a read-only TMOUT of at most 900 s for login shells; pam_pwquality (minlen ≥ 14,
+    its dictionary present) in common-password and pam_tmpdir in common-session."""
     problems = idle_timeout_violations(_read_all(host, "/etc/profile /etc/profile.d/*.sh"))
     problems += pam_module_violations(
         {path.rsplit("/", 1)[1]: text for path, text in
          _read_all(host, "/etc/pam.d/common-password /etc/pam.d/common-session").items()})
     pwquality = _read_all(host, "/etc/security/pwquality.conf "
                                 "/etc/security/pwquality.conf.d/*.conf")
-    problems += pwquality_violations([pwquality[path] for path in sorted(
-        pwquality, key=lambda p: (p != "/etc/security/pwquality.conf", p))])
+    in_order = [pwquality[path] for path in sorted(
+        pwquality, key=lambda p: (p != "/etc/security/pwquality.conf", p))]
+    problems += pwquality_violations(in_order)
+    dictionary = pwquality_dictionary(in_order)
+    problems += pwquality_dictionary_violations(
+        dictionary, dictionary is None or host.file(f"{dictionary}.pwd").exists)
     assert not problems, "\n".join(problems)

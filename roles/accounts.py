@@ -88,8 +88,11 @@ def banners(settings: LoginSettings | None = None):
 
 # pam_tmpdir (a private $TMPDIR per session) and pam_pwquality; their pam-auth-update
 # profiles are on by default once installed, and the gate reads the PAM stacks.
-# deploys/full.py hands them to the base role's one apt transaction; here they are ensured.
-SESSION_PACKAGES = ["libpam-tmpdir", "libpam-pwquality"]
+# cracklib-runtime builds the dictionary pwquality's dictcheck reads: only recommended, and
+# without it every password change fails ("error loading dictionary"), found by the staging
+# matrix. deploys/full.py hands them to the base role's one apt transaction; here they are
+# ensured.
+SESSION_PACKAGES = ["libpam-tmpdir", "libpam-pwquality", "cracklib-runtime"]
 SESSION_FILES = {
     "/etc/profile.d/vos-idle-timeout.sh": "accounts/idle-timeout.sh.j2",
     "/etc/security/pwquality.conf.d/50-vos.conf": "accounts/pwquality.conf.j2",

@@ -590,12 +590,36 @@ def validate_host(host_name: str, data: dict[str, Any]) -> HostSettings:
         raise InventoryError(_describe(error, host_name)) from None
 
 
+# Where pyinfra stages uploads on the host before `sudo mv`. Left unset, pyinfra asks the
+# host for $TMPDIR *through sudo*; once pam_tmpdir is on (roles/accounts.py, §18) that is
+# root's private /tmp/user/0, which the deploy user's SFTP cannot write: every upload of a
+# second deploy failed with "Permission denied". /tmp is what pyinfra used before pam_tmpdir.
+UPLOAD_STAGING_DIR = "/tmp"
+
+
+def pin_upload_staging_dir() -> None:
+    """Set pyinfra's TEMP_DIR for this run (a no-op outside a pyinfra run).
+
+    Called while the inventory loads, before pyinfra locks its config for the deploy files,
+    so it holds for every operation and every connector upload of the run.
+
+    Example:
+        >>> pin_upload_staging_dir()  # outside pyinfra: nothing to pin
+    """
+    from pyinfra.context import ctx_config
+
+    if ctx_config.isset():
+        ctx_config.get().TEMP_DIR = UPLOAD_STAGING_DIR
+
+
 def inventory_hosts(hosts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict]]:
     """Validate every host, then return them in pyinfra's inventory shape.
 
     Paths become strings (pyinfra expects plain data); ``_sudo`` defaults to True because
-    the deploy user connects and every role changes system files.
+    the deploy user connects and every role changes system files. Uploads are staged in
+    :data:`UPLOAD_STAGING_DIR` (see :func:`pin_upload_staging_dir`).
     """
+    pin_upload_staging_dir()
     validated = []
     for name, data in hosts:
         settings = validate_host(name, data)

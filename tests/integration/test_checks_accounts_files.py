@@ -157,7 +157,7 @@ def test_roles_converge_the_container_and_a_second_run_changes_nothing(converged
     changed = changed_operations(converged["first"])
     for expected in ("login.defs: UMASK 027", "Login banner /etc/issue",
                      "Session policy /etc/profile.d/vos-idle-timeout.sh",
-                     "PAM modules (libpam-tmpdir, libpam-pwquality)",
+                     "PAM modules (libpam-tmpdir, libpam-pwquality, cracklib-runtime)",
                      "No /root/.ssh/authorized_keys", "Purge compilers and build tools (make)",
                      "/etc/cron.daily 700 root:root"):
         assert any(expected in name for name in changed), (expected, changed)
@@ -170,6 +170,19 @@ def test_converged_container_passes_every_account_and_file_check(fresh):
     assert result.returncode == 0, result.stdout[-4000:]
     assert re.search(r"\b13 passed, 1 skipped\b", result.stdout), result.stdout[-2000:]
     assert "ACCOUNTS §18: sshd is not installed here" in result.stdout
+
+
+def test_converged_container_takes_a_strong_password_and_refuses_a_weak_one(fresh):
+    """pam_pwquality really judges: its dictionary loads (a missing one refuses every
+    password), a long four-class password is set, a short one is refused."""
+    sh(fresh, "useradd -M -s /usr/sbin/nologin probe")
+    strong = subprocess.run(["docker", "exec", "-i", fresh, "chpasswd"], text=True,
+                            input="probe:Vos#Quiet-Meadow-2026x\n", capture_output=True,
+                            timeout=60)
+    assert strong.returncode == 0, strong.stderr
+    weak = subprocess.run(["docker", "exec", "-i", fresh, "chpasswd"], text=True,
+                          input="probe:short1A#\n", capture_output=True, timeout=60)
+    assert weak.returncode != 0 and "BAD PASSWORD" in weak.stderr, weak.stderr
 
 
 def test_planted_account_violations_fail_naming_each_fix(fresh):
@@ -186,6 +199,7 @@ printf 'Debian GNU/Linux 13 \\\\n \\\\l\\n' > /etc/issue
 rm /etc/profile.d/vos-idle-timeout.sh
 pam-auth-update --disable tmpdir
 echo 'minlen = 8' > /etc/security/pwquality.conf.d/90-weak.conf
+rm /var/cache/cracklib/cracklib_dict.pwd
 """)
     result = run_checks(fresh)
     assert result.returncode == 1, result.stdout[-4000:]
@@ -207,6 +221,7 @@ echo 'minlen = 8' > /etc/security/pwquality.conf.d/90-weak.conf
         "ACCOUNTS §18: /etc/pam.d/common-session has no pam_tmpdir.so",
         "`sudo pam-auth-update --enable tmpdir`",
         "ACCOUNTS §18: pam_pwquality minlen is 8, must be at least 14",
+        "ACCOUNTS §18: pam_pwquality has no dictionary (/var/cache/cracklib/cracklib_dict.pwd)",
     ]:
         assert message in out, f"missing: {message}\n{out[-5000:]}"
     assert "BASE §11: login user alice" not in out  # locked by useradd: §11 holds

@@ -138,13 +138,16 @@ MATRIX: list[Mutation] = [
              "/root/issue.net.matrix /etc/issue.net",
              ("ACCOUNTS §18: login.defs UMASK is 022",
               "ACCOUNTS §18: /etc/issue.net names the OS")),
-    Mutation(18, "idle shells never end, pam_tmpdir off",
+    Mutation(18, "idle shells never end, pam_tmpdir off, pwquality's dictionary gone",
              "sudo mv /etc/profile.d/vos-idle-timeout.sh /root/idle-timeout.matrix && "
-             "sudo pam-auth-update --disable tmpdir",
+             "sudo pam-auth-update --disable tmpdir && "
+             "sudo mv /var/cache/cracklib/cracklib_dict.pwd /root/cracklib-dict.matrix",
              "sudo mv /root/idle-timeout.matrix /etc/profile.d/vos-idle-timeout.sh && "
-             "sudo pam-auth-update --enable tmpdir",
+             "sudo pam-auth-update --enable tmpdir && "
+             "sudo mv /root/cracklib-dict.matrix /var/cache/cracklib/cracklib_dict.pwd",
              ("ACCOUNTS §18: no TMOUT in /etc/profile or /etc/profile.d",
-              "ACCOUNTS §18: /etc/pam.d/common-session has no pam_tmpdir.so")),
+              "ACCOUNTS §18: /etc/pam.d/common-session has no pam_tmpdir.so",
+              "ACCOUNTS §18: pam_pwquality has no dictionary")),
     Mutation(19, "shadow readable by all, a world-writable file in /etc",
              "sudo chmod 0644 /etc/shadow && echo x | sudo tee /etc/vos-matrix-ww.conf "
              ">/dev/null && sudo chmod 0666 /etc/vos-matrix-ww.conf",

@@ -247,3 +247,18 @@ def test_vos_check_targets_every_host_of_the_inventory_typed(good, tmp_path):
     assert [(t.url, port, user, mesh) for t, port, user, mesh in targets] == [
         ("ssh://deploy@100.64.0.2", 443, "deploy", "100.64.0.2"),
         ("ssh://deploy@203.0.113.11", 8443, "deploy", None)]
+
+
+def test_uploads_are_staged_where_the_deploy_user_can_write_after_pam_tmpdir(good):
+    """pam_tmpdir gives root (under sudo) a private $TMPDIR the deploy user's SFTP cannot
+    write; the inventory pins pyinfra's upload dir so the second deploy's uploads work."""
+    from pyinfra.api import Config
+    from pyinfra.context import ctx_config
+
+    from roles.settings import UPLOAD_STAGING_DIR
+
+    config = Config()
+    assert config.TEMP_DIR is None  # pyinfra's default: ask the host for $TMPDIR via sudo
+    with ctx_config.use(config):
+        inventory_hosts([("vps", good)])
+    assert config.TEMP_DIR == UPLOAD_STAGING_DIR == "/tmp"

@@ -104,7 +104,13 @@ def as_root(host):
         with as_root(host):
             shadow = host.file("/etc/shadow").content_string
     """
-    return nullcontext() if host.check_output("id -u").strip() == "0" else host.sudo()
+    key = id(host)
+    if key not in _connects_as_root:  # asked once per host: each remote command costs
+        _connects_as_root[key] = host.check_output("id -u").strip() == "0"
+    return nullcontext() if _connects_as_root[key] else host.sudo()
+
+
+_connects_as_root: dict[int, bool] = {}
 
 
 _results: dict[str, list] = {"failures": [], "passed": [], "skipped": []}

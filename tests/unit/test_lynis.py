@@ -4,6 +4,8 @@ the script that runs it standalone on the VM."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+from datetime import datetime
 
 import pytest
 
@@ -91,3 +93,37 @@ def test_the_profile_skips_only_tests_that_award_no_points():
     awarding = lynis.awarding_tests(lynis.package())
     assert len(awarding) > 100, "the sources were not read"
     assert not set(skipped) & awarding, set(skipped) & awarding
+
+
+def test_the_static_date_answers_as_coreutils_date_and_hands_on_the_rest(tmp_path):
+    """Lynis's timestamps from the static helper must read as coreutils' own (the log's
+    per-test durations are parsed from them); any other call reaches /usr/bin/date."""
+    helper = lynis.date_helper(tmp_path)
+    if helper is None:
+        pytest.skip("no static C toolchain on this machine (the audit then uses coreutils')")
+    assert lynis.date_helper(tmp_path) == helper  # compiled once, kept by source hash
+
+    def both(*args: str) -> tuple[str, str]:
+        ours = subprocess.run([str(helper), *args], capture_output=True, text=True, timeout=30)
+        theirs = subprocess.run(["date", *args], capture_output=True, text=True, timeout=30)
+        return ours.stdout, theirs.stdout
+
+    for fmt in ("+%Y-%m-%d %H:%M:%S", "+%F %H:%M:%S"):
+        ours, theirs = both(fmt)
+        assert abs(datetime.strptime(ours.strip(), "%Y-%m-%d %H:%M:%S")
+                   - datetime.strptime(theirs.strip(), "%Y-%m-%d %H:%M:%S")).total_seconds() <= 1
+    ours, theirs = both("+%s%N")
+    assert len(ours.strip()) == len(theirs.strip()) and abs(int(ours) - int(theirs)) < 10**10
+    ours, theirs = both("+%N")
+    assert len(ours.strip()) == 9 and ours.strip().isdigit()
+    ours, theirs = both("-d", "2024-02-29 12:00", "+%s")  # Lynis's kernel-date tests
+    assert ours == theirs and ours.strip().isdigit()
+    ours, theirs = both("+%A")  # any other format: coreutils' own answer
+    assert ours == theirs and ours.strip()
+
+
+def test_the_remote_script_puts_the_static_date_first_in_lynis_path():
+    script = lynis.remote_script()
+    assert "install -D -m 0700 date run/bin/date" in script
+    assert f'PATH={lynis.REMOTE_DIR}/run/bin:"$PATH" ./lynis audit system' in script
+    assert "run/bin" not in lynis.remote_script(fast_date=False)

@@ -243,7 +243,8 @@ def date_helper(cache_dir: Path | None = None) -> Path | None:
         progress("lynis: no C compiler here; Lynis forks coreutils' date (~10-15 min slower)")
         return None
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
+    # its own partial name: two runs compiling at once must not hand each other half a file
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
     built = subprocess.run([compiler, "-static", "-O2", "-o", str(partial),
                             str(DATE_HELPER_SOURCE)], capture_output=True, text=True,
                            timeout=120)

@@ -345,6 +345,14 @@ class StackSettings(_Strict):
     # prove the static gate); default: templates/stack/compose.yml.j2.
     compose_template: FilePath | None = None
     health_timeout_seconds: int = Field(180, ge=10, le=1800)
+    # Docker's health probes. Each one is a `docker exec` of Python in the container: ~50 ms
+    # of a VPS core, but seconds of an emulated one (measured on the staging VM: three
+    # services probing every 10-15 s kept its CPUs busy). While a container starts it is
+    # probed every `health_start_interval_seconds` (Docker Engine 25+), so a release turns
+    # healthy as soon as it is; once healthy, every `health_interval_seconds`, and three
+    # misses in a row mark it unhealthy (restart policy and the deploy's health wait see it).
+    health_interval_seconds: int = Field(60, ge=5, le=3600)
+    health_start_interval_seconds: int = Field(5, ge=1, le=60)
     keep_releases: int = Field(5, ge=2, le=50)
 
     @field_validator("base_image", "image_repository", "registry_image")

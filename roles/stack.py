@@ -159,7 +159,8 @@ def gated_compose(settings: StackSettings, image: str, mesh_ip: str, door_port: 
         memory_api=settings.memory_api, memory_door=settings.memory_door,
         memory_worker=settings.memory_worker, agents_file=agents_file_on_host(settings),
         agents_tenant=settings.agents_tenant, worker_replicas=settings.worker_replicas,
-        tls_dir=TLS_DIR), **where)
+        tls_dir=TLS_DIR, health_interval=settings.health_interval_seconds,
+        health_start_interval=settings.health_start_interval_seconds), **where)
     try:
         check_compose(parse_compose(text), mesh_ip=mesh_ip, door_port=door_port)
     except StaticGateError as error:

@@ -59,6 +59,8 @@ class ComposeContext:
     agents_tenant: str = _default("agents_tenant")
     worker_replicas: int = _default("worker_replicas")
     tls_dir: str | None = None  # host dir with door.crt + door.key: the door serves HTTPS
+    health_interval: int = _default("health_interval_seconds")
+    health_start_interval: int = _default("health_start_interval_seconds")
 
 
 def render_compose(context: ComposeContext, template_dir: Path = TEMPLATES,

@@ -80,6 +80,20 @@ def test_the_worker_serves_the_tenant_with_its_agents_file_read_only():
     assert apply["command"][-3:] == ["--tenant", "acme", "--create-tenant"]
 
 
+def test_health_probes_are_quick_while_starting_and_sparse_once_healthy():
+    """Every long-running service is probed at the model's intervals (each probe is a Python
+    exec in the container), quickly while it starts, sparsely once healthy."""
+    services = rendered()["services"]
+    for name in ("api", "door", "worker"):
+        health = services[name]["healthcheck"]
+        assert health["interval"] == "60s" and health["start_interval"] == "5s", (name, health)
+        assert health["start_period"].endswith("s") and int(health["start_period"][:-1]) >= 120
+    faster = ComposeContext(image="i:r", mesh_ip=MESH_IP, door_port=443, health_interval=15,
+                            health_start_interval=2)
+    api = parse_compose(render_compose(faster))["services"]["api"]["healthcheck"]
+    assert (api["interval"], api["start_interval"]) == ("15s", "2s")
+
+
 def test_port_without_host_ip_fails_naming_service_and_fix(tmp_path):
     document = planted(tmp_path, '"{{ mesh_ip }}:{{ api_port }}:8080"', '"8080:80"')
     message = gate_message(document)

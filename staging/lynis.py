@@ -374,7 +374,9 @@ def awarding_tests(deb: Path) -> set[str]:
         sources = [*(root / "usr/share/lynis/include").iterdir(),
                    *(root / "etc/lynis/plugins").iterdir()]
         for source in sources:
-            parts = re.split(r"Register --test-no\s+(\S+)", source.read_text(errors="replace"))
+            # the id is quoted in some files (`Register --test-no "PKGS-7370"`)
+            parts = re.split(r'Register --test-no\s+"?([A-Z0-9-]+)"?',
+                             source.read_text(errors="replace"))
             found |= {parts[i] for i in range(1, len(parts), 2) if "AddHP" in parts[i + 1]}
     return found
 

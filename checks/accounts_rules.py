@@ -345,6 +345,24 @@ per session) — `sudo pam-auth-update --enable tmpdir`']
     return problems
 
 
+def pwquality_settings(texts: list[str]) -> dict[str, str]:
+    """pam_pwquality's effective `key = value` settings: pwquality.conf, then its conf.d
+    files in order; the last value wins, comments and bare flags are left out.
+
+    Example:
+        >>> pwquality_settings(["# minlen = 9\\nminlen = 12\\n",
+        ...                     "minlen = 14\\nenforce_for_root\\n"])
+        {'minlen': '14'}
+    """
+    values: dict[str, str] = {}
+    for text in texts:
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if not key.lstrip().startswith("#") and value.strip():
+                values[key.strip()] = value.strip()
+    return values
+
+
 def pwquality_violations(texts: list[str]) -> list[str]:
     """ACCOUNTS §18: pam_pwquality's effective minlen (pwquality.conf, then its conf.d files
     in order; the last value wins) is at least 14.
@@ -355,12 +373,8 @@ def pwquality_violations(texts: list[str]) -> list[str]:
         >>> pwquality_violations(["minlen = 8\\n"])[0][:50]
         'ACCOUNTS §18: pam_pwquality minlen is 8, must be a'
     """
-    minlen = None
-    for text in texts:
-        for line in text.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "minlen" and value.strip().isdigit():
-                minlen = int(value.strip())
+    value = pwquality_settings(texts).get("minlen", "")
+    minlen = int(value) if value.isdigit() else None
     if minlen is None or minlen < PASSWORD_MIN_LENGTH:
         return [f"ACCOUNTS §18: pam_pwquality minlen is {minlen or 'unset (9)'}, must be at "
                 f"least {PASSWORD_MIN_LENGTH} — re-run the deploy (accounts step), or `echo "
@@ -382,12 +396,7 @@ def pwquality_dictionary(texts: list[str]) -> str | None:
         >>> pwquality_dictionary(["dictpath = /srv/words\\n", "dictcheck = 0\\n"]) is None
         True
     """
-    values: dict[str, str] = {}
-    for text in texts:
-        for line in text.splitlines():
-            key, _, value = line.partition("=")
-            if not key.lstrip().startswith("#") and value.strip():
-                values[key.strip()] = value.strip()
+    values = pwquality_settings(texts)
     if values.get("dictcheck") == "0":
         return None
     return values.get("dictpath") or CRACKLIB_DICTIONARY
